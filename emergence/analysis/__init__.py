@@ -1,0 +1,112 @@
+"""Analysis reads only the journal: emergence events, collapse, top-down order, precursor verdicts.
+
+Because it needs nothing but the journal, it reruns on any finished or interrupted run
+(``emergence report RUN_DIR``) without retraining.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emergence.analysis.collapse import Collapse, collapse_of, top_down
+from emergence.analysis.events import emergence_step, threshold_value
+from emergence.analysis.precursor import lead_in_intervals, verdict_for, xcorr_lag_steps
+from emergence.record import ANALYSIS_FILE, SPEC_FILE, VERDICTS_FILE, JournalContents, read_journal
+from emergence.spec.schema import AnalysisSpec, Spec
+
+PER_LAYER_KEY = re.compile(r"^(?P<family>geometry/[^/]+/[^/]+)/L(?P<layer>\d+)$")
+
+
+def event_metrics(journal: JournalContents, metric: str) -> list[str]:
+    """The spec's metric, plus its per-level series when the task mixes difficulty levels."""
+    per_level = sorted(k for k in journal.keys() if k.startswith(metric + "/level_"))
+    return [metric, *per_level]
+
+
+def analyze(journal: JournalContents, spec: AnalysisSpec, chance: float, every: int) -> dict[str, Any]:
+    chance = spec.emergence.chance if spec.emergence.chance is not None else chance
+    threshold = threshold_value(spec.emergence.threshold, chance)
+    events = []
+    for metric in event_metrics(journal, spec.emergence.metric):
+        steps, values = journal.series(metric)
+        step = emergence_step(steps, values, threshold, spec.emergence.persistence) if len(steps) else None
+        events.append(
+            {"metric": metric, "step": step, "threshold": threshold, "chance": chance, "persistence": spec.emergence.persistence}
+        )
+
+    collapses: dict[str, Collapse] = {}
+    families: dict[str, list[Collapse]] = {}
+    signals = [k for k in journal.keys() if any(k.startswith(prefix) for prefix in spec.precursor.signals)]
+    for key in signals:
+        match = PER_LAYER_KEY.match(key)
+        steps, values = journal.series(key)
+        if len(steps) == 0:
+            continue
+        layer = int(match["layer"]) if match else None
+        result = collapse_of(
+            key, layer, steps, values, spec.collapse.collapse_fraction, spec.collapse.recovery_fraction, spec.collapse.persistence
+        )
+        collapses[key] = result
+        if match:
+            families.setdefault(match["family"], []).append(result)
+
+    verdicts = []
+    for event in events:
+        behavior_steps, behavior = journal.series(event["metric"])
+        for key, result in collapses.items():
+            steps, values = journal.series(key)
+            onset, event_step = result.recovery_onset, event["step"]
+            lead_steps = lead_intervals = None
+            if onset is not None and event_step is not None:
+                lead_steps = event_step - onset
+                lead_intervals = lead_in_intervals(steps, onset, event_step)
+            verdicts.append(
+                {
+                    "signal": key,
+                    "event_metric": event["metric"],
+                    "event_step": event_step,
+                    "onset_step": onset,
+                    "lead_steps": lead_steps,
+                    "lead_intervals": lead_intervals,
+                    "verdict": verdict_for(lead_intervals, event_step is not None, spec.precursor.min_lead_intervals),
+                    "xcorr_lag_steps": xcorr_lag_steps(steps, values, behavior_steps, behavior, every) if len(behavior_steps) else None,
+                }
+            )
+    return {
+        "events": events,
+        "collapse": [c.as_dict() for c in collapses.values()],
+        "top_down": [top_down(family, members) for family, members in sorted(families.items())],
+        "verdicts": verdicts,
+    }
+
+
+def write_analysis(run_dir: Path, analysis: dict[str, Any]) -> None:
+    (Path(run_dir) / ANALYSIS_FILE).write_text(json.dumps(analysis, indent=2), encoding="utf-8")
+    (Path(run_dir) / VERDICTS_FILE).write_text(json.dumps(analysis["verdicts"], indent=2), encoding="utf-8")
+
+
+def chance_of(spec: Spec) -> float:
+    """The task's chance exact match, from its parameters alone (no data set is built)."""
+    from emergence import registry
+    from emergence.tasks.build import resolve_params
+
+    task = registry.tasks.get(spec.task.name)()
+    levels = [spec.task.level] if isinstance(spec.task.level, int) else spec.task.level
+    return sum(task.chance_exact_match(resolve_params(task, lvl, spec.task.params)) for lvl in levels) / len(levels)
+
+
+def reanalyze(run_dir: Path) -> dict[str, Any]:
+    """Analyse a finished or interrupted run again from its journal and resolved spec; rewrite its files."""
+    resolved = yaml.safe_load((Path(run_dir) / SPEC_FILE).read_text(encoding="utf-8"))
+    spec = Spec.model_validate({k: v for k, v in resolved.items() if k in Spec.model_fields})
+    analysis = analyze(read_journal(run_dir), spec.analysis, chance_of(spec), spec.schedule.every)
+    write_analysis(run_dir, analysis)
+    return analysis
+
+
+__all__ = ["analyze", "chance_of", "reanalyze", "write_analysis"]

@@ -1,0 +1,54 @@
+"""Precursor verdicts: did a signal's onset come before the emergence event, and by how much?"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def verdict_for(lead_intervals: float | None, has_event: bool, min_lead_intervals: float) -> str:
+    if not has_event:
+        return "no_emergence"
+    if lead_intervals is None:
+        return "no_signal"
+    if lead_intervals >= min_lead_intervals:
+        return "precursor"
+    if lead_intervals <= -min_lead_intervals:
+        return "lagging"
+    return "synchronous"
+
+
+def lead_in_intervals(steps: np.ndarray, onset: int, event_step: int) -> int:
+    """Measurement intervals between onset and event on the signal's own (possibly uneven) schedule."""
+    return int(np.searchsorted(steps, event_step) - np.searchsorted(steps, onset))
+
+
+def xcorr_lag_steps(
+    signal_steps: np.ndarray, signal: np.ndarray, behavior_steps: np.ndarray, behavior: np.ndarray, spacing: int
+) -> int | None:
+    """The lag maximising the cross-correlation of first differences; positive = the signal moves first.
+
+    Both series are resampled on one even grid (the schedule's ``every``), because the early log-spaced
+    measurements would otherwise weigh the first steps far more than the rest.
+    """
+    end = min(signal_steps[-1], behavior_steps[-1])
+    grid = np.arange(0, end + 1, spacing)
+    if len(grid) < 6:
+        return None
+    d_signal = np.diff(np.interp(grid, signal_steps, signal))
+    d_behavior = np.diff(np.interp(grid, behavior_steps, behavior))
+    if d_signal.std() == 0 or d_behavior.std() == 0:
+        return None
+    d_signal = (d_signal - d_signal.mean()) / d_signal.std()
+    d_behavior = (d_behavior - d_behavior.mean()) / d_behavior.std()
+    max_lag = len(d_signal) // 2
+    best_lag, best = 0, -np.inf
+    for lag in range(-max_lag, max_lag + 1):
+        if lag >= 0:
+            a, b = d_signal[: len(d_signal) - lag], d_behavior[lag:]
+        else:
+            a, b = d_signal[-lag:], d_behavior[: len(d_behavior) + lag]
+        # |correlation|: a collapse that recovers as behaviour rises correlates with either sign.
+        score = abs(float(np.mean(a * b)))
+        if score > best:
+            best_lag, best = lag, score
+    return best_lag * spacing

@@ -1,0 +1,199 @@
+"""The ``emergence`` command line: run, validate, ls, sample, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from emergence import registry
+from emergence.registry import UnknownNameError
+from emergence.spec import RunSpec, SpecError, resolve
+from emergence.tasks import TaskInputError
+
+# Nothing is ever downloaded at run time: models are built natively, data sets generated.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+
+SpecArgument = Annotated[Path, typer.Argument(help="a spec file, e.g. specs/addition.yaml")]
+OverridesArgument = Annotated[
+    list[str] | None, typer.Argument(help="dotted-path overrides: model.n_layers=4 seed=3 tracking.0.experiment=foo")
+]
+
+
+def _fail(message: str) -> None:
+    # Plain stderr, not rich: an error line must never be wrapped, so scripts can grep it.
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    raise typer.Exit(2)
+
+
+def _resolve_or_exit(spec: Path, overrides: list[str] | None) -> list[RunSpec]:
+    try:
+        return resolve(str(spec), overrides or [])
+    except SpecError as error:
+        _fail(error.render())
+    raise AssertionError("unreachable")
+
+
+class RunProgress:
+    """A live bar per run: step, loss, exact match, time left."""
+
+    def __init__(self, progress: Progress, total_steps: int, label: str) -> None:
+        self.progress = progress
+        self.task_id = progress.add_task(label, total=total_steps, loss=float("nan"), exact=float("nan"))
+
+    def __call__(self, result: object, values: Mapping[str, float]) -> None:
+        fields = {"loss": result.loss}  # type: ignore[attr-defined]
+        if "behavior/test/exact_match" in values:
+            fields["exact"] = values["behavior/test/exact_match"]
+        self.progress.update(self.task_id, completed=result.step, **fields)  # type: ignore[attr-defined]
+
+
+def _verdict_table(outcome: object) -> Table:
+    table = Table(title="verdicts", show_lines=False)
+    for column in ("signal", "event step", "onset step", "lead (steps)", "verdict"):
+        table.add_column(column)
+    for v in outcome.verdicts:  # type: ignore[attr-defined]
+        table.add_row(
+            v["signal"], str(v["event_step"]), str(v["onset_step"]), str(v["lead_steps"]), v["verdict"]
+        )
+    return table
+
+
+@app.command()
+def run(
+    spec: SpecArgument,
+    overrides: OverridesArgument = None,
+    force: Annotated[bool, typer.Option(help="delete and rerun runs that already exist")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train (or resume), measure, analyse and log every run of SPEC."""
+    from emergence.orchestrate import execute
+    from emergence.run import run_directory
+
+    runs = _resolve_or_exit(spec, overrides)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    outcomes = []
+    started = time.perf_counter()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("exact {task.fields[exact]:.3f}"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+        for run_spec in runs:
+            console.print(f"run {run_spec.display_name} -> {run_directory(run_spec)}", highlight=False)
+            callback = RunProgress(progress, run_spec.spec.training.steps, run_spec.display_name)
+            try:
+                outcomes += execute([run_spec], force=force, progress=callback)
+            except TaskInputError as error:
+                _fail(f"error: {spec}: task.{error.field}: {error}")
+    failed = 0
+    for outcome in outcomes:
+        console.print(f"\n[bold]{outcome.state}[/bold] {outcome.run_dir}" + (f" ({outcome.reason})" if outcome.reason else ""))
+        for event in outcome.events:
+            console.print(f"  emergence event {event['metric']}: step {event['step']}", highlight=False)
+        if outcome.verdicts:
+            console.print(_verdict_table(outcome))
+        failed += outcome.state == "failed"
+    console.print(f"{len(outcomes)} run(s) in {time.perf_counter() - started:.0f} s")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(spec: SpecArgument, overrides: OverridesArgument = None) -> None:
+    """Check SPEC (and overrides) without running anything: exit 0, or 2 with every problem named."""
+    runs = _resolve_or_exit(spec, overrides)
+    console.print(f"ok: {spec}: {len(runs)} run(s): " + ", ".join(f"{r.display_name} ({r.run_key})" for r in runs), highlight=False)
+
+
+@app.command("ls")
+def list_registered(kind: Annotated[str, typer.Argument(help="tasks | measures | trackers | executors")]) -> None:
+    """List the registered tasks, measures, trackers or executors (built-ins and plugins)."""
+    registries = {"tasks": registry.tasks, "measures": registry.measures, "trackers": registry.trackers, "executors": registry.executors}
+    if kind not in registries:
+        _fail(f"error: ls: unknown kind {kind!r}{registry.did_you_mean(kind, registries)}; allowed: {', '.join(registries)}")
+    table = Table(title=kind)
+    table.add_column("name")
+    table.add_column("details")
+    for name in registries[kind].names():
+        try:
+            item = registries[kind].get(name)
+        except Exception as error:  # noqa: BLE001 - a broken plugin should not hide the others
+            table.add_row(name, f"[red]failed to load: {error}[/red]")
+            continue
+        table.add_row(name, _describe_item(kind, item))
+    console.print(table)
+
+
+def _describe_item(kind: str, item: object) -> str:
+    if kind == "tasks":
+        levels = "; ".join(f"L{level}: {note}" for level, note in item.level_notes.items())  # type: ignore[attr-defined]
+        return f"{item.description}\nlevels: {levels}\nfeatures: {', '.join(item.feature_names) or '-'}"  # type: ignore[attr-defined]
+    if kind == "measures":
+        options = ", ".join(item.Options.model_fields)  # type: ignore[attr-defined]
+        return f"cost {item.cost}; options: {options or '-'}"  # type: ignore[attr-defined]
+    return (item.__doc__ or "").strip().splitlines()[0] if getattr(item, "__doc__", None) else ""
+
+
+@app.command()
+def sample(
+    task: Annotated[str, typer.Argument(help="a task name (emergence ls tasks)")],
+    level: Annotated[int, typer.Option(help="difficulty level")] = 1,
+    n: Annotated[int, typer.Option("--n", help="how many examples")] = 5,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Print examples of TASK as the model sees them, with their feature labels."""
+    import numpy as np
+
+    from emergence.tasks.build import distinct_inputs, resolve_params
+
+    try:
+        task_object = registry.tasks.get(task)()
+        params = resolve_params(task_object, level, {})
+        raws = distinct_inputs(task_object, params, n, np.random.default_rng(seed))
+    except (UnknownNameError, TaskInputError) as error:
+        _fail(f"error: sample: {error}")
+    for raw in raws:
+        example = task_object.example(raw, params)
+        if as_json:
+            sys.stdout.write(json.dumps({"prompt": example.prompt, "answer": example.answer, "features": example.features}) + "\n")
+            continue
+        console.print(f"{' '.join(example.prompt)}  ->  {' '.join(example.answer)}", highlight=False, markup=False)
+        for name, labels in example.features.items():
+            console.print(f"    {name:<18} {' '.join('.' if x == -1 else str(x) for x in labels)}", highlight=False, markup=False)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory, runs/<spec>/<run_key>")]) -> None:
+    """Redo the analysis of RUN_DIR from its journal (no retraining) and rewrite its report."""
+    from emergence.report import write_report
+    from emergence.analysis import reanalyze
+
+    if not (run_dir / "journal.jsonl").exists():
+        _fail(f"error: {run_dir}: no journal.jsonl here; is this a run directory?")
+    reanalyze(run_dir)
+    console.print(f"report: {write_report(run_dir)}", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,62 @@
+"""The Measure contract: declare what you need, return a flat dict of floats."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from emergence.capture import CaptureRequest
+from emergence.tasks.base import TaskData
+
+Cost = Literal["cheap", "moderate", "expensive"]
+
+
+class MeasureOptions(BaseModel):
+    """A measure's own spec fields; unknown ones are errors, like everywhere in a spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class MeasureSetup:
+    """What a measure may know when it is built, before training starts."""
+
+    n_layers: int
+    d_model: int
+    task: TaskData
+    device: torch.device
+    seed: int
+
+
+@dataclass
+class MeasureContext:
+    """What a measure sees at a measurement step."""
+
+    step: int
+    model: torch.nn.Module
+    activations: dict[CaptureRequest, torch.Tensor]
+    lr: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Measure(ABC):
+    name: ClassVar[str]
+    cost: ClassVar[Cost] = "cheap"
+    default_every: ClassVar[int | None] = None  # None: measured on the spec's schedule
+    Options: ClassVar[type[MeasureOptions]] = MeasureOptions
+
+    def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
+        self.options = options
+        self.setup = setup
+
+    def needs(self) -> list[CaptureRequest]:
+        """Activations this measure reads; the capture step takes the union over all due measures."""
+        return []
+
+    @abstractmethod
+    def compute(self, context: MeasureContext) -> dict[str, float]:
+        """Flat ``{metric_key: value}``; keys use ``[A-Za-z0-9_./-]`` only."""

@@ -1,0 +1,71 @@
+"""Behaviour: answer loss, teacher-forced token accuracy and greedy exact match.
+
+Greedy exact match is computed from one teacher-forced forward pass. This is exact, not an
+approximation: greedy decoding reproduces the answer iff every generated token equals the target;
+as long as all earlier tokens matched, the decoder's context *is* the teacher-forced context, so the
+answer is reproduced iff the teacher-forced argmax equals the target at every answer position.
+``greedy_decode`` does the autoregressive loop for display and for the test that checks this.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from emergence.tasks.base import Split
+from emergence.train.loop import autocast_context
+
+EVAL_CHUNK = 1024
+
+
+@torch.inference_mode()
+def answer_statistics(
+    model: torch.nn.Module, split: Split, device: torch.device, autocast: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per example: summed answer loss, correct answer tokens, and whether every answer token is right."""
+    model.eval()
+    losses, correct, exact = [], [], []
+    for start in range(0, len(split), EVAL_CHUNK):
+        chunk = split.subset(torch.arange(start, min(start + EVAL_CHUNK, len(split))))
+        tokens = chunk.tokens.to(device)
+        mask = chunk.target_mask.to(device)[:, 1:]
+        with autocast_context(device, autocast):
+            logits = model(tokens)[:, :-1].float()
+        targets = tokens[:, 1:]
+        token_loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        hits = (logits.argmax(-1) == targets) & mask
+        losses.append((token_loss * mask).sum(1).cpu())
+        correct.append(hits.sum(1).cpu())
+        exact.append((hits.sum(1) == mask.sum(1)).cpu())
+    return torch.cat(losses), torch.cat(correct), torch.cat(exact)
+
+
+def behavior_values(
+    model: torch.nn.Module, split: Split, split_name: str, device: torch.device, autocast: str | None = None
+) -> dict[str, float]:
+    loss, correct, exact = answer_statistics(model, split, device, autocast)
+    answer_tokens = split.answer_len.to(loss.dtype)
+    prefix = f"behavior/{split_name}"
+    values = {
+        f"{prefix}/loss": float(loss.sum() / answer_tokens.sum()),
+        f"{prefix}/token_accuracy": float(correct.sum() / answer_tokens.sum()),
+        f"{prefix}/exact_match": float(exact.float().mean()),
+    }
+    levels = split.level.unique().tolist()
+    if len(levels) > 1:
+        for level in levels:
+            at_level = split.level == level
+            values[f"{prefix}/exact_match/level_{level}"] = float(exact[at_level].float().mean())
+            values[f"{prefix}/loss/level_{level}"] = float(loss[at_level].sum() / answer_tokens[at_level].sum())
+    return values
+
+
+@torch.no_grad()
+def greedy_decode(model: torch.nn.Module, prompt: torch.Tensor, answer_len: int, device: torch.device) -> torch.Tensor:
+    """Generate ``answer_len`` tokens after each prompt (all prompts the same length), one at a time."""
+    model.eval()
+    sequence = prompt.to(device)
+    for _ in range(answer_len):
+        next_token = model(sequence)[:, -1].argmax(-1, keepdim=True)
+        sequence = torch.cat([sequence, next_token], dim=1)
+    return sequence[:, prompt.shape[1] :].cpu()

@@ -1,0 +1,156 @@
+"""The run journal: every value a run logs, appended durably to ``journal.jsonl``.
+
+The journal is the durable truth of a run; trackers are views of it. Three kinds of line:
+
+- ``{"step": s, "values": {key: float}}``: measured values at a training step
+- ``{"table": name, "step": s | null, "columns": [...], "rows": [[...]]}``: a table
+- ``{"event": kind, ...}``: run lifecycle (``start``, ``resume``, ``failed`` ...)
+
+Each line is flushed and fsynced as it is written, so a killed run loses at most the line in flight,
+and a torn last line is ignored when reading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+JOURNAL_FILE = "journal.jsonl"
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities are not JSON; keep them as strings so they round-trip."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if value in ("nan", "inf", "-inf"):
+        return float(value)
+    return value
+
+
+@dataclass
+class JournalContents:
+    values: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def keys(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for _, values in self.values:
+            seen.update(dict.fromkeys(values))
+        return list(seen)
+
+    def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of one metric, in step order, the last value winning for a repeated step."""
+        by_step: dict[int, float] = {}
+        for step, values in self.values:
+            if key in values:
+                by_step[step] = values[key]
+        steps = sorted(by_step)
+        return np.array(steps, dtype=np.int64), np.array([by_step[s] for s in steps], dtype=np.float64)
+
+    def last_step(self) -> int | None:
+        return max((s for s, _ in self.values), default=None)
+
+
+class Journal:
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / JOURNAL_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _append(self, record: Mapping[str, Any]) -> None:
+        line = json.dumps(record, separators=(",", ":"), allow_nan=False)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def append_values(self, step: int, values: Mapping[str, float]) -> None:
+        self._append({"step": int(step), "values": {k: _json_safe(float(v)) for k, v in values.items()}})
+
+    def append_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int | None = None) -> None:
+        safe_rows = [[_json_safe(cell) for cell in row] for row in rows]
+        self._append({"table": name, "step": step, "columns": list(columns), "rows": safe_rows})
+
+    def append_event(self, kind: str, **data: Any) -> None:
+        self._append({"event": kind, **{k: _json_safe(v) for k, v in data.items()}})
+
+    def read(self) -> JournalContents:
+        return read_journal(self.path)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop value and table lines logged after ``step``: a resumed run measures them again."""
+        if not self.path.exists():
+            return
+        kept = []
+        for record in _records(self.path):
+            record_step = record.get("step")
+            if record_step is not None and ("values" in record or "table" in record) and record_step > step:
+                continue
+            kept.append(json.dumps(record, separators=(",", ":")))
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line from a killed process
+    return records
+
+
+def read_journal(path: Path) -> JournalContents:
+    path = Path(path)
+    if path.is_dir():
+        path = path / JOURNAL_FILE
+    contents = JournalContents()
+    if not path.exists():
+        return contents
+    for record in _records(path):
+        if "values" in record:
+            contents.values.append((int(record["step"]), {k: float(_from_json(v)) for k, v in record["values"].items()}))
+        elif "table" in record:
+            record["rows"] = [[_from_json(c) for c in row] for row in record["rows"]]
+            contents.tables.append(record)
+        elif "event" in record:
+            contents.events.append(record)
+    return contents
+
+
+STATUS_FILE = "status.json"
+SPEC_FILE = "spec.resolved.yaml"
+VERDICTS_FILE = "verdicts.json"
+ANALYSIS_FILE = "analysis.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def write_status(run_dir: Path, state: str, **details: Any) -> None:
+    """``state`` is ``running``, ``completed`` or ``failed`` (with a ``reason``); written atomically."""
+    path = Path(run_dir) / STATUS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"state": state, **details}, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_status(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / STATUS_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,302 @@
+"""One run: task, model, loop, measures, journal, analysis, trackers, in that order.
+
+The run directory is the durable truth. A rerun of the same resolved spec finds the same directory
+(by run key): a completed run is left alone, an interrupted one resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from emergence import __version__, registry
+from emergence.analysis import analyze, write_analysis
+from emergence.capture import capture
+from emergence.measures import Measure, MeasureContext, MeasureSetup
+from emergence.measures.behavior import behavior_values
+from emergence.models import build_model, count_parameters, resolve_device
+from emergence.record import (
+    ANALYSIS_FILE,
+    CHECKPOINT_DIR,
+    SPEC_FILE,
+    Journal,
+    read_status,
+    write_status,
+)
+from emergence.schedule import MeasurementSchedule
+from emergence.spec.grid import RunSpec
+from emergence.tasks import TaskData, build_task
+from emergence.tracking import TrackerFanout, build_trackers, sanitize_key
+from emergence.train import StepResult, Trainer, TrainingDiverged, latest_checkpoint, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+TRAIN_EVAL_SIZE = 256
+
+ProgressCallback = Callable[[StepResult, Mapping[str, float]], None]
+
+
+@dataclass
+class RunOutcome:
+    run_key: str
+    run_dir: Path
+    state: str  # completed | failed | skipped
+    reason: str | None = None
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_directory(run_spec: RunSpec) -> Path:
+    return Path(run_spec.spec.execution.output_dir) / run_spec.spec.name / run_spec.run_key
+
+
+def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, path + "."))
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            for i, item in enumerate(value):
+                flat.update(flatten(item, f"{path}.{i}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent, check=True
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_measures(run_spec: RunSpec, setup: MeasureSetup) -> list[tuple[Measure, int | None]]:
+    """Each measure with its cadence: the spec's ``every``, else the measure's default, else the schedule."""
+    built = []
+    for measure_spec in run_spec.spec.measures:
+        measure_class = registry.measures.get(measure_spec.name)
+        options = measure_class.Options.model_validate(measure_spec.options())
+        built.append((measure_class(options, setup), measure_spec.every or measure_class.default_every))
+    return built
+
+
+class Run:
+    def __init__(self, run_spec: RunSpec, progress: ProgressCallback | None = None) -> None:
+        self.run_spec = run_spec
+        self.spec = run_spec.spec
+        self.run_dir = run_directory(run_spec)
+        self.progress = progress
+        self.journal = Journal(self.run_dir)
+        self.trackers = TrackerFanout([])
+        self._recent_losses: list[float] = []
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        spec = self.spec
+        torch.manual_seed(spec.seed)
+        self.device = resolve_device(spec.training.device)
+        t = spec.task
+        self.task: TaskData = build_task(t.name, t.level, t.params, t.train_size, t.test_size, t.diagnostic_size, spec.seed)
+        self.model = build_model(spec.model, len(self.task.vocab), self.task.seq_len, spec.seed, self.device)
+        self.trainer = Trainer(self.model, self.task.train, spec.training, spec.seed, self.device)
+        # Training-set behaviour only shows over- or under-fitting; a fixed slice of it is enough.
+        self.train_eval = self.task.train.subset(torch.arange(min(len(self.task.train), TRAIN_EVAL_SIZE)))
+        setup = MeasureSetup(spec.model.n_layers, spec.model.d_model, self.task, self.device, spec.seed)
+        self.measures = build_measures(self.run_spec, setup)
+        self.schedule = MeasurementSchedule(spec.schedule.every, spec.schedule.log_spaced_until, spec.training.steps)
+
+    def _resume_or_start(self) -> bool:
+        """Load the latest checkpoint if there is one; returns whether this run resumed."""
+        found = latest_checkpoint(self.run_dir / CHECKPOINT_DIR)
+        if found is None:
+            if self.journal.path.exists():
+                self.journal.path.unlink()  # died before its first checkpoint: start clean
+            return False
+        step, path = found
+        self.trainer.load_state_dict(load_checkpoint(path, self.device))
+        self.journal.truncate_after(step)
+        self.journal.append_event("resume", step=step, checkpoint=path.name)
+        log.info("resuming %s from step %d", self.run_dir, step)
+        return True
+
+    def _resolved_config(self) -> dict[str, Any]:
+        return {
+            "run_key": self.run_spec.run_key,
+            "grid_point": self.run_spec.grid_point,
+            **self.spec.model_dump(mode="json"),
+        }
+
+    def _start_trackers(self, resumed: bool) -> None:
+        self.trackers = TrackerFanout(build_trackers([t.model_dump() for t in self.spec.tracking], self.run_dir))
+        tags = {
+            "emergence.spec": self.spec.name,
+            "emergence.task": self.spec.task.name,
+            "emergence.level": str(self.spec.task.level),
+            "emergence.version": __version__,
+        }
+        if commit := git_commit():
+            tags["emergence.git_commit"] = commit
+        tags.update({k: v for tracking in self.spec.tracking for k, v in tracking.tags.items()})
+        config = self._resolved_config()
+        self.trackers.start(self.run_spec.run_key, self.run_spec.display_name, self.spec.name, tags, config)
+        params = flatten({k: v for k, v in config.items() if k not in ("tracking", "execution", "grid")})
+        params.update({"run.device": str(self.device), "run.n_params": count_parameters(self.model)})
+        self.trackers.log_params(params)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _measure(self, step: int) -> dict[str, float]:
+        spec = self.spec
+        values: dict[str, float] = {"train/lr": self.trainer.lr}
+        if self._recent_losses:
+            values["behavior/train/loss_running"] = sum(self._recent_losses) / len(self._recent_losses)
+            self._recent_losses.clear()
+        started = time.perf_counter()
+        values.update(behavior_values(self.model, self.task.test, "test", self.device, spec.training.autocast))
+        values.update(behavior_values(self.model, self.train_eval, "train", self.device, spec.training.autocast))
+        values["cost/behavior"] = time.perf_counter() - started
+        due = [m for m, every in self.measures if self.schedule.due(step, every)]
+        if due:
+            started = time.perf_counter()
+            requests = [r for m in due for r in m.needs()]
+            _, activations = capture(self.model, self.task.diagnostic, requests, self.device)
+            values["cost/capture"] = time.perf_counter() - started
+            context = MeasureContext(step=step, model=self.model, activations=activations, lr=self.trainer.lr)
+            for measure in due:
+                started = time.perf_counter()
+                try:
+                    values.update(measure.compute(context))
+                except Exception as error:  # noqa: BLE001 - a measure failure is never a run failure
+                    log.warning("measure %s failed at step %d: %s", measure.name, step, error)
+                    self.journal.append_event("measure_failed", step=step, measure=measure.name, error=repr(error))
+                values[f"cost/{measure.name}"] = time.perf_counter() - started
+        values = {sanitize_key(k): float(v) for k, v in values.items()}
+        self.journal.append_values(step, values)
+        self.trackers.log_metrics(values, step)
+        return values
+
+    def _checkpoint(self) -> None:
+        save_checkpoint(self.run_dir / CHECKPOINT_DIR, self.trainer.step, self.trainer.state_dict())
+
+    def _train(self, resumed: bool) -> None:
+        spec = self.spec
+        if not resumed:
+            self._measure(0)
+        for result in self.trainer.steps():
+            self._recent_losses.append(result.loss)
+            # Measure before checkpointing: a run resumed from this checkpoint keeps this step's values.
+            values = self._measure(result.step) if self.schedule.due(result.step) else {}
+            if result.step % spec.training.checkpoint_every == 0:
+                self._checkpoint()
+            if self.progress is not None:
+                self.progress(result, values)
+        if self.trainer.step % spec.training.checkpoint_every:
+            self._checkpoint()
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def _analyze(self) -> dict[str, Any]:
+        analysis = analyze(self.journal.read(), self.spec.analysis, self.task.chance_exact_match, self.spec.schedule.every)
+        write_analysis(self.run_dir, analysis)
+        verdicts = analysis["verdicts"]
+        if verdicts:
+            columns = list(verdicts[0])
+            rows = [[v[c] for c in columns] for v in verdicts]
+            self.journal.append_table("verdicts", columns, rows)
+            self.trackers.log_table("verdicts", columns, rows)
+        summary: dict[str, Any] = {}
+        for event in analysis["events"]:
+            summary[f"emergence_step/{sanitize_key(event['metric'])}"] = event["step"] if event["step"] is not None else -1
+        counts: dict[str, int] = {}
+        for v in verdicts:
+            counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
+        summary.update({f"verdicts/{k}": n for k, n in counts.items()})
+        for family in analysis["top_down"]:
+            if family["spearman_rho"] is not None:
+                summary[f"top_down_rho/{family['family']}"] = family["spearman_rho"]
+        self.trackers.set_summary(summary)
+        return analysis
+
+    def _write_report(self) -> None:
+        try:
+            from emergence.report import write_report
+
+            report = write_report(self.run_dir)
+        except Exception:  # noqa: BLE001 - a plotting problem must not lose a finished run
+            log.exception("could not write the report for %s", self.run_dir)
+            return
+        self.trackers.log_artifact(report, "report")
+        for png in sorted(self.run_dir.glob("*.png")):
+            self.trackers.log_artifact(png, "report")
+
+    def _finish(self, state: str, reason: str | None = None, analysis: dict[str, Any] | None = None) -> RunOutcome:
+        details: dict[str, Any] = {"run_key": self.run_spec.run_key, "step": getattr(getattr(self, "trainer", None), "step", None)}
+        if reason:
+            details["reason"] = reason
+        if self.trackers.failed:
+            details["trackers_behind"] = self.trackers.failed
+        write_status(self.run_dir, state, **details)
+        self._write_report()
+        self.trackers.log_artifact(self.run_dir / SPEC_FILE, None)
+        self.trackers.finish(state)
+        analysis = analysis or {}
+        return RunOutcome(
+            self.run_spec.run_key, self.run_dir, state, reason, analysis.get("verdicts", []), analysis.get("events", [])
+        )
+
+    def execute(self) -> RunOutcome:
+        status = read_status(self.run_dir)
+        if status and status.get("state") == "completed":
+            return _completed_outcome(self.run_spec, self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = self._resolved_config()
+        (self.run_dir / SPEC_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        self._prepare()
+        resumed = self._resume_or_start()
+        write_status(self.run_dir, "running", run_key=self.run_spec.run_key, resumed=resumed)
+        self.journal.append_event(
+            "start",
+            device=str(self.device),
+            autocast=self.spec.training.autocast,
+            n_params=count_parameters(self.model),
+            version=__version__,
+            from_step=self.trainer.step,
+        )
+        self._start_trackers(resumed)
+        try:
+            self._train(resumed)
+        except TrainingDiverged as error:
+            reason = f"diverged: {error}"
+            self.journal.append_event("failed", step=error.step, reason=reason)
+            return self._finish("failed", reason)
+        except KeyboardInterrupt:
+            reason = f"interrupted at step {self.trainer.step}; rerun the same spec to resume"
+            self.journal.append_event("failed", step=self.trainer.step, reason=reason)
+            self._finish("failed", reason)
+            raise
+        analysis = self._analyze()
+        return self._finish("completed", analysis=analysis)
+
+
+def _completed_outcome(run_spec: RunSpec, run_dir: Path) -> RunOutcome:
+    analysis_path = run_dir / ANALYSIS_FILE
+    analysis = json.loads(analysis_path.read_text(encoding="utf-8")) if analysis_path.exists() else {}
+    return RunOutcome(run_spec.run_key, run_dir, "skipped", "already completed", analysis.get("verdicts", []), analysis.get("events", []))
+
+
+def run_one(run_spec: RunSpec, progress: ProgressCallback | None = None) -> RunOutcome:
+    return Run(run_spec, progress).execute()

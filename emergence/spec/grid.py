@@ -1,0 +1,52 @@
+"""Expand a spec's ``grid:`` (dotted path -> list of values) into one resolved run per combination."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from emergence.spec.identity import run_key
+from emergence.spec.load import SpecError, set_path, validate
+from emergence.spec.schema import Spec
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    spec: Spec  # fully resolved: grid applied and emptied, defaults filled
+    run_key: str
+    source: str
+    grid_point: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        suffix = ",".join(f"{k}={v}" for k, v in self.grid_point.items())
+        return f"{self.spec.name}[{suffix}]" if suffix else self.spec.name
+
+
+def expand(raw: dict[str, Any], source: str) -> list[RunSpec]:
+    """Validate the spec, then every grid point, before anything runs: a bad point fails the whole sweep early."""
+    base = validate(raw, source)
+    grid = base.grid
+    without_grid = {k: v for k, v in copy.deepcopy(raw).items() if k != "grid"}
+    runs = []
+    problems: list[tuple[str, str]] = []
+    paths = list(grid)
+    for values in itertools.product(*(grid[p] for p in paths)):
+        point = dict(zip(paths, values, strict=True))
+        point_raw = copy.deepcopy(without_grid)
+        try:
+            for path, value in point.items():
+                set_path(point_raw, path.split("."), copy.deepcopy(value))
+            spec = validate(point_raw, source)
+        except KeyError as error:
+            problems.append((f"grid.{path}", str(error).strip("'\"")))
+            continue
+        except SpecError as error:
+            problems += [(f"{p} (grid point {point})", m) for p, m in error.problems]
+            continue
+        runs.append(RunSpec(spec=spec, run_key=run_key(spec), source=source, grid_point=point))
+    if problems:
+        raise SpecError(source, problems)
+    return runs

@@ -1,0 +1,21 @@
+"""Run identity: a short hash of everything that changes a run's results, and nothing else."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from emergence.spec.schema import NON_RESULT_FIELDS, Spec
+
+# Bump when the canonical form changes on purpose; old run keys then stop matching, visibly.
+RUN_KEY_VERSION = 1
+
+
+def canonical_form(spec: Spec) -> str:
+    resolved = spec.model_dump(mode="json", exclude=set(NON_RESULT_FIELDS))
+    return json.dumps(resolved, sort_keys=True, separators=(",", ":"))
+
+
+def run_key(spec: Spec) -> str:
+    digest = hashlib.sha256(f"emergence-run-key-v{RUN_KEY_VERSION}\n{canonical_form(spec)}".encode()).hexdigest()
+    return digest[:12]

@@ -1,0 +1,173 @@
+"""Load a spec file, apply command-line overrides, validate, and explain every error in one line.
+
+Every problem becomes ``error: FILE: dotted.path: message``, where the message says what was given and
+what is allowed (with "did you mean" for misspellings). Nothing is created before a spec validates.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from emergence.registry import did_you_mean
+from emergence.spec.schema import FieldError, MeasureOptionsError, Spec
+
+
+class SpecError(Exception):
+    """One or more problems with a spec, each pinned to a file and a dotted field path."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return "\n".join(f"error: {self.source}: {path or '(top level)'}: {message}" for path, message in self.problems)
+
+
+def dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    source = str(path)
+    if not path.exists():
+        raise SpecError(source, [("", "file not found")])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(source, [("", f"not valid YAML{where}: {getattr(error, 'problem', error)}")]) from None
+    if not isinstance(raw, dict):
+        raise SpecError(source, [("", f"a spec is a mapping of sections, given {type(raw).__name__}")])
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ValueError(f"override {text!r} is not of the form dotted.path=value")
+    path, value = text.split("=", 1)
+    if path.startswith("grid."):
+        return ["grid", path[len("grid.") :]], yaml.safe_load(value)
+    return path.split("."), yaml.safe_load(value)
+
+
+def set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set ``raw[parts...] = value``, creating mappings on the way; list items are addressed by index."""
+    node: Any = raw
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise KeyError(f"{where}: no list item {part!r} (the list has {len(node)} items)")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise KeyError(f"{where}: cannot set a field inside a {type(node).__name__}")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    result = copy.deepcopy(raw)
+    problems = []
+    for text in overrides:
+        try:
+            parts, value = parse_override(text)
+            set_path(result, parts, value)
+        except (ValueError, KeyError) as error:
+            problems.append((text.split("=", 1)[0], str(error).strip("'\"")))
+    if problems:
+        raise SpecError(source, problems)
+    return result
+
+
+def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``X``, ``X | None``, ``list[X]`` or ``dict[str, X]``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list, dict):
+        for arg in typing.get_args(annotation):
+            found = _unwrap_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Spec
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = _unwrap_model(field.annotation)
+    return model
+
+
+def _describe(error: dict[str, Any]) -> list[tuple[str, str]]:
+    loc, kind = tuple(error["loc"]), error["type"]
+    context = error.get("ctx") or {}
+    if kind == "value_error" and isinstance(context.get("error"), MeasureOptionsError):
+        inner = context["error"]
+        return [(dotted(loc + tuple(sub["loc"])), _message(sub, inner.allowed_fields)) for sub in inner.errors]
+    if kind == "value_error" and isinstance(context.get("error"), FieldError):
+        inner_error = context["error"]
+        return [(dotted(loc + tuple(inner_error.path.split("."))), str(inner_error))]
+    parent = _model_at(loc[:-1])
+    allowed = sorted(parent.model_fields) if parent is not None else []
+    return [(dotted(loc), _message(error, allowed))]
+
+
+def _message(error: dict[str, Any], allowed_fields: list[str]) -> str:
+    kind, given, loc = error["type"], error.get("input"), tuple(error["loc"])
+    context = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        name = str(loc[-1]) if loc else ""
+        return f"unknown field {name!r}{did_you_mean(name, allowed_fields)}; allowed: {', '.join(allowed_fields)}"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        expected = context.get("expected", "")
+        choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",")]
+        return f"given {given!r}{did_you_mean(str(given), choices)}; allowed: {expected}"
+    message = error["msg"].removeprefix("Value error, ")
+    if "given" in message or repr(given) in message:
+        return message
+    return f"{message} (given {given!r})"
+
+
+def validate(raw: dict[str, Any], source: str) -> Spec:
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors(include_url=False):
+            problems += _describe(item)
+        raise SpecError(source, problems) from None
+
+
+def load_raw(path: Path | str, overrides: list[str] | None = None) -> dict[str, Any]:
+    path = Path(path)
+    return apply_overrides(read_yaml(path), overrides or [], str(path))
+
+
+def load_spec(path: Path | str, overrides: list[str] | None = None) -> Spec:
+    """The validated spec, grid included but not expanded (see ``spec.grid.expand``)."""
+    return validate(load_raw(path, overrides), str(path))

@@ -1,0 +1,222 @@
+"""The spec schema: one pydantic model per section, unknown keys forbidden, every field defaulted or required.
+
+A measure's own options (``sites``, ``layers``, ``features`` ...) are checked by that measure's
+``Options`` model, looked up in the measure registry, so a plugin measure validates like a built-in.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+
+from emergence import registry
+from emergence.registry import Registry, UnknownNameError
+
+
+class MeasureOptionsError(ValueError):
+    """A measure's own options failed; carries the inner errors so the loader can give each its path."""
+
+    def __init__(self, errors: list[dict[str, Any]], allowed_fields: list[str]) -> None:
+        self.errors = errors
+        self.allowed_fields = allowed_fields
+        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
+
+
+class FieldError(ValueError):
+    """A cross-field problem found by a model validator, pinned to the field a user should change."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+def known_name(kind_registry: Registry, name: str) -> str:
+    """Validators may only raise ValueError, so turn a registry miss into one (it lists the allowed names)."""
+    try:
+        kind_registry.get(name)
+    except UnknownNameError as error:
+        raise ValueError(str(error)) from None
+    return name
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TaskSpec(Strict):
+    name: str = Field(description="a registered task; `emergence ls tasks` lists them")
+    level: int | list[int] = Field(1, description="difficulty level, or a list of levels to train on as a mixture")
+    params: dict[str, Any] = Field(default_factory=dict, description="explicit task parameters; override the level's")
+    train_size: PositiveInt = 20_000
+    test_size: PositiveInt = 1_000
+    diagnostic_size: PositiveInt = Field(200, description="fixed examples every measure sees at every step")
+
+    @field_validator("name")
+    @classmethod
+    def _known_task(cls, name: str) -> str:
+        return known_name(registry.tasks, name)
+
+
+class ModelSpec(Strict):
+    n_layers: PositiveInt = 2
+    d_model: PositiveInt = 128
+    n_heads: PositiveInt = 4
+    d_head: PositiveInt | None = Field(None, description="null = d_model / n_heads")
+    d_mlp: PositiveInt | None = Field(None, description="null = 4 * d_model")
+    act_fn: Literal["relu", "gelu", "gelu_new", "silu"] = "relu"
+    normalization: Literal["LN", "LNPre", "RMS", "RMSPre"] | None = "LN"
+    positional_embedding: Literal["standard", "rotary"] = "standard"
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelSpec:
+        if self.d_head is None and self.d_model % self.n_heads:
+            raise FieldError("n_heads", f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}; set d_head explicitly")
+        return self
+
+
+class OptimizerSpec(Strict):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: PositiveFloat = 1e-3
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(0.0, ge=0, lt=1, description="sgd only")
+
+
+class LRScheduleSpec(Strict):
+    name: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = Field(0, ge=0, description="linear warmup from 0, before the named schedule")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine/linear decay floor as a fraction of lr")
+
+
+class TrainingSpec(Strict):
+    steps: PositiveInt = 3000
+    batch_size: PositiveInt | None = Field(256, description="null = full batch")
+    optimizer: OptimizerSpec = OptimizerSpec()
+    lr_schedule: LRScheduleSpec = LRScheduleSpec()
+    grad_clip: PositiveFloat | None = 1.0
+    checkpoint_every: PositiveInt = 500
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto = CUDA when present")
+    autocast: Literal["bf16"] | None = Field(None, description="bf16 autocast for forward passes on CUDA")
+
+
+class MeasureSpec(BaseModel):
+    """``name`` plus the measure's own options, validated by the measure's ``Options`` model."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    every: PositiveInt | None = Field(None, description="override the schedule for this measure")
+
+    @field_validator("name")
+    @classmethod
+    def _known_measure(cls, name: str) -> str:
+        return known_name(registry.measures, name)
+
+    @model_validator(mode="after")
+    def _check_options(self) -> MeasureSpec:
+        if self.name not in registry.measures:
+            return self  # the name's own error is already reported
+        options_model = registry.measures.get(self.name).Options
+        try:
+            validated = options_model.model_validate(self.model_extra or {})
+        except ValidationError as error:
+            allowed = sorted({"name", "every", *options_model.model_fields})
+            raise MeasureOptionsError(error.errors(include_url=False), allowed) from None
+        # Store the defaults filled in, so the run key and the resolved spec are canonical.
+        for key, value in validated.model_dump(mode="json").items():
+            setattr(self, key, value)
+        return self
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ScheduleSpec(Strict):
+    every: PositiveInt = 50
+    log_spaced_until: int = Field(0, ge=0, description="also measure at powers of two up to this step")
+
+
+class EmergenceSpec(Strict):
+    metric: str = "behavior/test/exact_match"
+    threshold: float = Field(0.5, gt=0, le=1, description="fraction of the way from chance to 1.0")
+    persistence: PositiveInt = Field(3, description="consecutive measurements that must stay above threshold")
+    chance: float | None = Field(None, ge=0, lt=1, description="null = the task's chance exact match")
+
+
+class CollapseSpec(Strict):
+    collapse_fraction: float = Field(0.05, gt=0, lt=1, description="collapse step: first step within this fraction of the floor's depth")
+    recovery_fraction: float = Field(0.10, gt=0, lt=1, description="recovery: rise above floor + this fraction of (initial - floor)")
+    persistence: PositiveInt = 3
+
+
+class PrecursorSpec(Strict):
+    min_lead_intervals: PositiveFloat = Field(2, description="precursor when the lead is at least this many measurement intervals")
+    signals: list[str] = Field(default_factory=lambda: ["geometry/"], description="metric key prefixes judged as signals")
+
+
+class AnalysisSpec(Strict):
+    emergence: EmergenceSpec = EmergenceSpec()
+    collapse: CollapseSpec = CollapseSpec()
+    precursor: PrecursorSpec = PrecursorSpec()
+
+
+class TrackingSpec(Strict):
+    backend: str
+    experiment: str = Field("emergence", description="mlflow experiment")
+    tracking_uri: str | None = Field(None, description="mlflow: null = sqlite:///mlflow.db; or http://host:port")
+    project: str | None = Field(None, description="wandb project")
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, backend: str) -> str:
+        return known_name(registry.trackers, backend)
+
+
+class ExecutionSpec(Strict):
+    executor: str = "local"
+    workers: PositiveInt = 1
+    output_dir: str = "runs"
+
+
+DEFAULT_MEASURES: list[dict[str, Any]] = [
+    {"name": "rankme"},
+    {"name": "participation_ratio"},
+    {"name": "stable_rank"},
+]
+
+
+class Spec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    task: TaskSpec
+    model: ModelSpec = ModelSpec()
+    training: TrainingSpec = TrainingSpec()
+    measures: list[MeasureSpec] = Field(default_factory=lambda: [MeasureSpec(**m) for m in DEFAULT_MEASURES])
+    schedule: ScheduleSpec = ScheduleSpec()
+    analysis: AnalysisSpec = AnalysisSpec()
+    tracking: list[TrackingSpec] = Field(default_factory=lambda: [TrackingSpec(backend="mlflow")])
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted path -> values; the product is the sweep")
+    execution: ExecutionSpec = ExecutionSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Spec:
+        names = [m.name for m in self.measures]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise FieldError("measures", f"measure(s) listed twice: {', '.join(duplicates)}")
+        for index, measure in enumerate(self.measures):
+            layers = (measure.model_extra or {}).get("layers")
+            if isinstance(layers, list) and any(not 0 <= layer < self.model.n_layers for layer in layers):
+                raise FieldError(
+                    f"measures.{index}.layers",
+                    f"measure {measure.name!r} asks for layers {layers}, but the model has layers 0..{self.model.n_layers - 1}"
+                )
+        return self
+
+
+# Fields that change where results go or how they are computed in parallel, never what they are.
+NON_RESULT_FIELDS = ("name", "description", "tracking", "grid", "execution")

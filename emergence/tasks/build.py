@@ -1,0 +1,135 @@
+"""Turn a task spec and a seed into train / test / diagnostic tensors, with no train-test overlap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from emergence import registry
+from emergence.tasks.base import PAD, Example, Split, Task, TaskData, TaskInputError
+
+# Below this many possible inputs we enumerate the space and permute it; above, we sample and reject duplicates.
+ENUMERATION_LIMIT = 2_000_000
+
+
+def task_class(name: str) -> type[Task]:
+    return registry.tasks.get(name)
+
+
+def resolve_params(task: Task, level: int, explicit: dict[str, Any]) -> dict[str, Any]:
+    if level not in task.levels:
+        raise TaskInputError("level", f"task {task.name!r} has no level {level}; levels: {sorted(task.levels)}")
+    params = task.default_params(level)
+    unknown = sorted(set(explicit) - set(params))
+    if unknown:
+        raise TaskInputError("params", f"unknown parameter(s) {unknown} for task {task.name!r}; allowed: {sorted(params)}")
+    params.update(explicit)
+    return params
+
+
+def distinct_inputs(task: Task, params: dict[str, Any], n: int, rng: np.random.Generator) -> list[Any]:
+    space = task.input_space_size(params)
+    if n > space:
+        raise TaskInputError(
+            "train_size",
+            f"{task.name} with {params} has only {space} distinct inputs; train_size + test_size = {n} is larger",
+        )
+    if space <= ENUMERATION_LIMIT:
+        everything = task.enumerate_inputs(params)
+        order = rng.permutation(len(everything))[:n]
+        return [everything[i] for i in order]
+    seen: dict[Any, None] = {}
+    while len(seen) < n:
+        for raw in task.random_inputs(params, rng, n - len(seen)):
+            seen.setdefault(raw)
+    return list(seen)[:n]
+
+
+def tokenize(task: Task, examples: list[Example], levels: list[int], params: dict[str, Any]) -> Split:
+    vocab = task.vocab(params)
+    sequences = [vocab.encode(e.prompt + e.answer) for e in examples]
+    width = max(len(s) for s in sequences)
+    tokens = torch.full((len(sequences), width), vocab.pad_id, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        tokens[i, : len(seq)] = torch.tensor(seq)
+    answer_width = max(len(e.answer) for e in examples)
+    features: dict[str, np.ndarray] = {}
+    for name in examples[0].features:
+        labels = np.full((len(examples), answer_width), -1, dtype=np.int64)
+        for i, example in enumerate(examples):
+            row = example.features[name]
+            labels[i, : len(row)] = row
+        features[name] = labels
+    return Split(
+        tokens=tokens,
+        prompt_len=torch.tensor([len(e.prompt) for e in examples]),
+        answer_len=torch.tensor([len(e.answer) for e in examples]),
+        level=torch.tensor(levels),
+        features=features,
+    )
+
+
+def build_task(
+    name: str,
+    level: int | list[int],
+    params: dict[str, Any],
+    train_size: int,
+    test_size: int,
+    diagnostic_size: int,
+    seed: int,
+) -> TaskData:
+    """The diagnostic set is the first ``diagnostic_size`` test examples: held out, and the same at every step."""
+    task = task_class(name)()
+    levels = [level] if isinstance(level, int) else list(level)
+    rng = np.random.default_rng([seed, 7_919])  # a task stream of its own, independent of model init
+    if diagnostic_size > test_size:
+        raise TaskInputError("diagnostic_size", f"diagnostic_size {diagnostic_size} exceeds test_size {test_size}")
+    train_examples: list[Example] = []
+    test_examples: list[Example] = []
+    train_levels: list[int] = []
+    test_levels: list[int] = []
+    per_level_params = {}
+    for i, lvl in enumerate(levels):
+        lvl_params = resolve_params(task, lvl, params)
+        per_level_params[lvl] = lvl_params
+        n_train = train_size // len(levels) + (i < train_size % len(levels))
+        n_test = test_size // len(levels) + (i < test_size % len(levels))
+        raws = distinct_inputs(task, lvl_params, n_train + n_test, rng)
+        train_examples += [task.example(r, lvl_params) for r in raws[:n_train]]
+        test_examples += [task.example(r, lvl_params) for r in raws[n_train:]]
+        train_levels += [lvl] * n_train
+        test_levels += [lvl] * n_test
+    first = per_level_params[levels[0]]
+    if len(levels) > 1:
+        # Shuffle the test set so the diagnostic prefix holds every level.
+        order = rng.permutation(len(test_examples))
+        test_examples = [test_examples[i] for i in order]
+        test_levels = [test_levels[i] for i in order]
+    train = tokenize(task, train_examples, train_levels, first)
+    test = tokenize(task, test_examples, test_levels, first)
+    width = max(train.tokens.shape[1], test.tokens.shape[1])
+    train, test = _pad_to(train, width, task.vocab(first).index[PAD]), _pad_to(test, width, task.vocab(first).index[PAD])
+    diagnostic = test.subset(torch.arange(diagnostic_size))
+    space = sum(task.input_space_size(p) for p in per_level_params.values())
+    chance = float(np.mean([task.chance_exact_match(per_level_params[lvl]) for lvl in test_levels]))
+    return TaskData(
+        name=name,
+        vocab=task.vocab(first),
+        train=train,
+        test=test,
+        diagnostic=diagnostic,
+        levels=tuple(levels),
+        input_space_size=space,
+        chance_exact_match=chance,
+        params=first if len(levels) == 1 else {f"level_{lvl}": p for lvl, p in per_level_params.items()},
+    )
+
+
+def _pad_to(split: Split, width: int, pad_id: int) -> Split:
+    if split.tokens.shape[1] == width:
+        return split
+    extra = torch.full((len(split), width - split.tokens.shape[1]), pad_id, dtype=torch.long)
+    split.tokens = torch.cat([split.tokens, extra], dim=1)
+    return split

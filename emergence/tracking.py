@@ -1,0 +1,143 @@
+"""The Tracker protocol and the fan-out that keeps training alive when a tracker fails.
+
+A tracker is a *view* of the run journal (record.py). Every call into a tracker goes through
+``TrackerFanout``, which catches any exception, warns once, and marks that tracker as behind; the
+journal already holds every value, so a tracker that comes back later catches up by replaying the
+journal (``TrackerFanout.replay``), and a tracker that never comes back loses nothing that matters.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from emergence import registry
+
+log = logging.getLogger(__name__)
+
+LEGAL_KEY = re.compile(r"[^A-Za-z0-9_./-]")
+
+
+def sanitize_key(key: str) -> str:
+    """Metric keys must be legal in both MLflow and W&B: ``[A-Za-z0-9_./-]`` only."""
+    return LEGAL_KEY.sub("_", key)
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """What the core asks of a tracking backend.
+
+    A tracker is built as ``TrackerClass(options)`` where ``options`` is its entry of the spec's
+    ``tracking`` list as a dict (``backend`` included) and ``run_dir`` the run directory.
+    """
+
+    def start(self, run_key: str, name: str, group: str, tags: Mapping[str, str], config: Mapping[str, Any]) -> None:
+        """Create the tracker run, or reattach to the one already tagged with ``run_key``."""
+
+    def log_params(self, flat: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, values: Mapping[str, float], step: int) -> None: ...
+
+    def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int | None = None) -> None: ...
+
+    def log_artifact(self, path: Path, name: str | None = None) -> None: ...
+
+    def set_summary(self, summary: Mapping[str, Any]) -> None: ...
+
+    def finish(self, status: str) -> None:
+        """``status`` is one of ``completed``, ``failed``, ``interrupted``."""
+
+
+def build_trackers(tracking: Sequence[Mapping[str, Any]], run_dir: Path) -> list[tuple[str, Tracker]]:
+    built = []
+    for options in tracking:
+        backend = options["backend"]
+        tracker_class: Callable[..., Tracker] = registry.trackers.get(backend)
+        built.append((backend, tracker_class(dict(options), run_dir=run_dir)))
+    return built
+
+
+class TrackerFanout:
+    """Sends every call to every tracker; a failing tracker is disabled, never fatal."""
+
+    def __init__(self, trackers: Sequence[tuple[str, Tracker]]) -> None:
+        self._trackers = list(trackers)
+        self.failed: dict[str, str] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self._trackers]
+
+    def _each(self) -> Iterator[tuple[str, Tracker]]:
+        for name, tracker in self._trackers:
+            if name not in self.failed:
+                yield name, tracker
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        for name, tracker in self._each():
+            try:
+                getattr(tracker, method)(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - any tracker failure must leave training running
+                self.failed[name] = f"{method}: {type(error).__name__}: {error}"
+                log.warning(
+                    "tracker %s failed in %s (%s); training goes on, the journal keeps every value "
+                    "and `emergence sync` can replay it later",
+                    name,
+                    method,
+                    error,
+                )
+
+    def start(self, run_key: str, name: str, group: str, tags: Mapping[str, str], config: Mapping[str, Any]) -> None:
+        self._call("start", run_key, name, group, tags, config)
+
+    def log_params(self, flat: Mapping[str, Any]) -> None:
+        self._call("log_params", flat)
+
+    def log_metrics(self, values: Mapping[str, float], step: int) -> None:
+        self._call("log_metrics", values, step)
+
+    def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int | None = None) -> None:
+        self._call("log_table", name, columns, rows, step)
+
+    def log_artifact(self, path: Path, name: str | None = None) -> None:
+        self._call("log_artifact", path, name)
+
+    def set_summary(self, summary: Mapping[str, Any]) -> None:
+        self._call("set_summary", summary)
+
+    def finish(self, status: str) -> None:
+        self._call("finish", status)
+
+
+class NullTracker:
+    """Tracks nothing: for runs that only want the run directory (``tracking: []`` does the same)."""
+
+    def __init__(self, options: Mapping[str, Any], run_dir: Path) -> None:
+        self.options = options
+
+    def start(self, run_key: str, name: str, group: str, tags: Mapping[str, str], config: Mapping[str, Any]) -> None:
+        pass
+
+    def log_params(self, flat: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, values: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int | None = None) -> None:
+        pass
+
+    def log_artifact(self, path: Path, name: str | None = None) -> None:
+        pass
+
+    def set_summary(self, summary: Mapping[str, Any]) -> None:
+        pass
+
+    def finish(self, status: str) -> None:
+        pass
+
+
+registry.trackers.register("none")(NullTracker)

@@ -1,0 +1,67 @@
+"""The command line, as a user meets it: exit codes, messages, nothing created on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from emergence.cli import app
+
+runner = CliRunner()
+
+
+def test_validate_ok(tiny_raw, write_spec):
+    result = runner.invoke(app, ["validate", str(write_spec(tiny_raw))])
+    assert result.exit_code == 0, result.output
+    assert "ok:" in result.output and "1 run(s)" in result.output
+
+
+def test_malformed_spec_exits_2_with_one_line_per_problem_and_creates_nothing(tiny_raw, write_spec, tmp_path):
+    tiny_raw["model"]["act_fn"] = "rellu"
+    tiny_raw["training"]["stepz"] = 3
+    spec_file = write_spec(tiny_raw)
+    for command in ("validate", "run"):
+        # A real process: the user sees stderr, not a traceback.
+        done = subprocess.run([sys.executable, "-m", "emergence.cli", command, str(spec_file)], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 2, done
+        lines = done.stderr.strip().splitlines()
+        assert f"error: {spec_file}: model.act_fn: given 'rellu' (did you mean 'relu'?)" in lines[0]
+        assert any(line.startswith(f"error: {spec_file}: training.stepz: unknown field 'stepz'") for line in lines)
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_bad_override_exits_2(tiny_raw, write_spec):
+    result = runner.invoke(app, ["validate", str(write_spec(tiny_raw)), "model.n_layers=two"])
+    assert result.exit_code == 2
+    assert "model.n_layers" in result.output
+
+
+def test_ls_lists_builtins():
+    tasks = runner.invoke(app, ["ls", "tasks"])
+    assert tasks.exit_code == 0 and "binary_addition" in tasks.output and "carry" in tasks.output
+    measures = runner.invoke(app, ["ls", "measures"])
+    assert "rankme" in measures.output and "participation_ratio" in measures.output
+    assert runner.invoke(app, ["ls", "task"]).exit_code == 2
+
+
+def test_sample_json_lines_are_correct_sums():
+    result = runner.invoke(app, ["sample", "binary_addition", "--level", "1", "--n", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert len(rows) == 4
+    for row in rows:
+        a = int("".join(reversed(row["prompt"][:8])), 2)
+        b = int("".join(reversed(row["prompt"][9:17])), 2)
+        assert int("".join(reversed(row["answer"][:-1])), 2) == a + b
+        assert len(row["features"]["carry"]) == len(row["answer"])
+
+
+def test_sample_unknown_task_suggests():
+    result = runner.invoke(app, ["sample", "binary_adition"])
+    assert result.exit_code == 2
+    assert "did you mean 'binary_addition'" in result.output

@@ -1,0 +1,87 @@
+"""Whole runs of the tiny spec without a tracker: run directory, resume, divergence, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from emergence.record import read_journal, read_status
+from emergence.run import run_directory, run_one
+from emergence.spec import resolve
+from emergence.train import latest_checkpoint, load_checkpoint
+
+
+def tiny_run(write_spec, raw, overrides=()):
+    (run_spec,) = resolve(str(write_spec(raw)), list(overrides))
+    return run_spec
+
+
+def test_run_directory_holds_everything(tiny_raw, write_spec):
+    run_spec = tiny_run(write_spec, tiny_raw)
+    outcome = run_one(run_spec)
+    run_dir = run_directory(run_spec)
+    assert outcome.state == "completed" and run_dir.name == run_spec.run_key
+    for name in ("spec.resolved.yaml", "journal.jsonl", "verdicts.json", "analysis.json", "report.html", "status.json", "behavior.png"):
+        assert (run_dir / name).exists(), name
+    assert read_status(run_dir)["state"] == "completed"
+    assert yaml.safe_load((run_dir / "spec.resolved.yaml").read_text())["run_key"] == run_spec.run_key
+    journal = read_journal(run_dir)
+    steps = [s for s, _ in journal.values]
+    assert steps == [0, 1, 2, 4, 8, 10, 20, 30, 40, 50, 60]
+    assert "geometry/rankme/resid_pre/L1" in journal.values[-1][1]
+    assert "behavior/test/exact_match" in journal.values[0][1]
+    verdicts = json.loads((run_dir / "verdicts.json").read_text())
+    assert {v["signal"] for v in verdicts} >= {"geometry/rankme/resid_post/L0", "geometry/stable_rank/resid_post/L1"}
+    assert latest_checkpoint(run_dir / "checkpoints")[0] == 60
+    # a second run of the same spec is recognised as done, not repeated
+    again = run_one(run_spec)
+    assert again.state == "skipped"
+    assert [s for s, _ in read_journal(run_dir).values] == steps
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tiny_raw, write_spec, tmp_path):
+    straight = tiny_run(write_spec, tiny_raw, ["execution.output_dir=" + str(tmp_path / "straight")])
+    run_one(straight)
+
+    interrupted = tiny_run(write_spec, tiny_raw, ["execution.output_dir=" + str(tmp_path / "interrupted")])
+
+    def stop_at_35(result, values):
+        if result.step == 35:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_one(interrupted, progress=stop_at_35)
+    run_dir = run_directory(interrupted)
+    assert read_status(run_dir)["state"] == "failed"
+    assert "interrupted at step 35" in read_status(run_dir)["reason"]
+    outcome = run_one(interrupted)
+    assert outcome.state == "completed"
+    resumed_values = read_journal(run_dir).values
+    straight_values = read_journal(run_directory(straight)).values
+    assert [s for s, _ in resumed_values] == [s for s, _ in straight_values]
+    for (_, a), (_, b) in zip(resumed_values, straight_values, strict=True):
+        for key in a:
+            if not key.startswith("cost/"):
+                assert a[key] == b[key], key  # bit for bit on CPU
+    assert any(e["event"] == "resume" and e["step"] == 20 for e in read_journal(run_dir).events)
+    final_a = load_checkpoint(latest_checkpoint(run_dir / "checkpoints")[1], torch.device("cpu"))["model"]
+    final_b = load_checkpoint(latest_checkpoint(run_directory(straight) / "checkpoints")[1], torch.device("cpu"))["model"]
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_diverging_loss_fails_the_run_with_reason_and_keeps_checkpoints(tiny_raw, write_spec):
+    run_spec = tiny_run(
+        write_spec,
+        tiny_raw,
+        ["training.optimizer={name: sgd, lr: 1.0e+12}", "training.grad_clip=null", "training.checkpoint_every=1"],
+    )
+    outcome = run_one(run_spec)
+    run_dir = run_directory(run_spec)
+    status = read_status(run_dir)
+    assert outcome.state == "failed" and status["state"] == "failed"
+    assert "non-finite training loss" in status["reason"] and "at step" in status["reason"]
+    assert latest_checkpoint(run_dir / "checkpoints") is not None
+    assert (run_dir / "report.html").exists()
