@@ -186,8 +186,8 @@ def sample(
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run directory, runs/<spec>/<run_key>")]) -> None:
     """Redo the analysis of RUN_DIR from its journal (no retraining) and rewrite its report."""
-    from emergence.report import write_report
     from emergence.analysis import reanalyze
+    from emergence.report import write_report
 
     if not (run_dir / "journal.jsonl").exists():
         _fail(f"error: {run_dir}: no journal.jsonl here; is this a run directory?")

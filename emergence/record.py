@@ -46,7 +46,7 @@ class JournalContents:
     tables: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
 
-    def keys(self) -> list[str]:
+    def metric_keys(self) -> list[str]:
         seen: dict[str, None] = {}
         for _, values in self.values:
             seen.update(dict.fromkeys(values))

@@ -164,7 +164,7 @@ def _analysis_list(data: RunData, key: str) -> list[dict[str, Any]]:
 
 def plot_behavior(data: RunData, path: Path) -> str | None:
     """Scores (exact match, token accuracy) above, losses below; ``None`` when nothing was logged."""
-    logged_keys = data.journal.keys()  # JournalContents is not a mapping: .keys() is its own method
+    logged_keys = data.journal.metric_keys()
     behavior_keys = sorted(k for k in logged_keys if k.startswith("behavior/"))
     loss_keys = [k for k in behavior_keys if k.endswith("loss")]
     score_keys = [k for k in behavior_keys if k not in loss_keys]
@@ -212,7 +212,7 @@ def plot_geometry_families(data: RunData, run_dir: Path) -> list[str]:
     collapse_by_signal = {c.get("signal"): c for c in _analysis_list(data, "collapse")}
     events = _analysis_list(data, "events")
     names = []
-    for family, layer_keys in geometry_families(data.journal.keys()).items():
+    for family, layer_keys in geometry_families(data.journal.metric_keys()).items():
         path = run_dir / plot_filename(family)
         names.append(
             _plot_geometry_family(data.journal, family, layer_keys, collapse_by_signal, events, path)

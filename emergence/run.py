@@ -36,7 +36,14 @@ from emergence.schedule import MeasurementSchedule
 from emergence.spec.grid import RunSpec
 from emergence.tasks import TaskData, build_task
 from emergence.tracking import TrackerFanout, build_trackers, sanitize_key
-from emergence.train import StepResult, Trainer, TrainingDiverged, latest_checkpoint, load_checkpoint, save_checkpoint
+from emergence.train import (
+    StepResult,
+    Trainer,
+    TrainingDiverged,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 

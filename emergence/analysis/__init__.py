@@ -24,7 +24,7 @@ PER_LAYER_KEY = re.compile(r"^(?P<family>geometry/[^/]+/[^/]+)/L(?P<layer>\d+)$"
 
 def event_metrics(journal: JournalContents, metric: str) -> list[str]:
     """The spec's metric, plus its per-level series when the task mixes difficulty levels."""
-    per_level = sorted(k for k in journal.keys() if k.startswith(metric + "/level_"))
+    per_level = sorted(k for k in journal.metric_keys() if k.startswith(metric + "/level_"))
     return [metric, *per_level]
 
 
@@ -41,7 +41,7 @@ def analyze(journal: JournalContents, spec: AnalysisSpec, chance: float, every: 
 
     collapses: dict[str, Collapse] = {}
     families: dict[str, list[Collapse]] = {}
-    signals = [k for k in journal.keys() if any(k.startswith(prefix) for prefix in spec.precursor.signals)]
+    signals = [k for k in journal.metric_keys() if any(k.startswith(prefix) for prefix in spec.precursor.signals)]
     for key in signals:
         match = PER_LAYER_KEY.match(key)
         steps, values = journal.series(key)

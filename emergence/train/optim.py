@@ -23,10 +23,7 @@ def lr_multiplier(spec: LRScheduleSpec, step: int, total_steps: int) -> float:
         return 1.0
     decay_steps = max(1, total_steps - spec.warmup_steps)
     progress = min(1.0, (step - spec.warmup_steps) / decay_steps)
-    if spec.name == "cosine":
-        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-    else:
-        shape = 1.0 - progress
+    shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if spec.name == "cosine" else 1.0 - progress
     return spec.min_lr_ratio + (1.0 - spec.min_lr_ratio) * shape
 
 

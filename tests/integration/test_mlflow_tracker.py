@@ -279,6 +279,7 @@ def test_params_are_sanitised_truncated_and_batched(sqlite_tracking_uri: str, tm
         "a//b/./c": 3,
         "..hidden": 4,
         "weird key!?": 5,
+        "": 6,
         "description": "y" * 7000,
     }
     plenty = {f"grid.values.{i}": i for i in range(230)}

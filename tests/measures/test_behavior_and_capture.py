@@ -7,10 +7,9 @@ import torch
 from emergence.capture import CaptureRequest, capture
 from emergence.measures.behavior import answer_statistics, greedy_decode
 from emergence.models import build_model
-from emergence.spec.schema import ModelSpec
+from emergence.spec.schema import ModelSpec, TrainingSpec
 from emergence.tasks import build_task
 from emergence.train.loop import Trainer
-from emergence.spec.schema import TrainingSpec
 
 CPU = torch.device("cpu")
 

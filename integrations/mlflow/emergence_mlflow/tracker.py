@@ -178,7 +178,7 @@ def legal_name(raw: str) -> str:
     depend on the order keys arrive in.
     """
     cleaned = _normalise_path_segments(_ILLEGAL_NAME_CHARS.sub("_", raw))
-    if cleaned == raw and len(raw) <= MAX_ENTITY_KEY_LENGTH:
+    if cleaned == raw and 0 < len(raw) <= MAX_ENTITY_KEY_LENGTH:
         return raw
     digest = hashlib.sha1(raw.encode("utf-8")).hexdigest()[:8]
     stem = _normalise_path_segments(cleaned[: MAX_ENTITY_KEY_LENGTH - _HASH_SUFFIX_CHARS])
@@ -227,9 +227,10 @@ def _json_cell(value: Any) -> Any:
         return {str(key): _json_cell(inner) for key, inner in value.items()}
     if isinstance(value, list | tuple):
         return [_json_cell(inner) for inner in value]
-    number = _as_float(value)
-    if number is not None:
-        return _json_cell(number)
+    item = getattr(value, "item", None)  # numpy and torch scalars, keeping ints as ints
+    if callable(item):
+        with contextlib.suppress(TypeError, ValueError):
+            return _json_cell(item())
     return str(value)
 
 

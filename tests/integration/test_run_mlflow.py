@@ -1,0 +1,118 @@
+"""The tiny spec end to end into real MLflow stores, read back and compared with the run journal."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from emergence.record import read_journal, read_status
+from emergence.run import run_directory, run_one
+from emergence.spec import resolve
+
+pytestmark = pytest.mark.integration
+
+
+def tiny_run_spec(tiny_raw, write_spec, tracking_uri, experiment="e2e", overrides=()):
+    tiny_raw["tracking"] = [{"backend": "mlflow", "tracking_uri": tracking_uri, "experiment": experiment}]
+    (run_spec,) = resolve(str(write_spec(tiny_raw)), list(overrides))
+    return run_spec
+
+
+def the_mlflow_run(client, experiment, run_key):
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`emergence.run_key` = '{run_key}'")
+    assert len(runs) == 1, f"expected one MLflow run for {run_key}, found {len(runs)}"
+    return runs[0]
+
+
+def assert_mlflow_matches_journal(client, run, run_dir):
+    journal = read_journal(run_dir)
+    expected: dict[str, dict[int, float]] = {}
+    for step, values in journal.values:
+        for key, value in values.items():
+            expected.setdefault(key, {})[step] = value
+    assert len(expected) > 20
+    for key, by_step in expected.items():
+        history = client.get_metric_history(run.info.run_id, key)
+        got = {m.step: m.value for m in history}
+        assert len(history) == len(by_step), key  # every value once, no duplicates
+        for step, value in by_step.items():
+            assert got[step] == pytest.approx(value, rel=1e-6, abs=1e-9), (key, step)
+
+
+def assert_run_complete(client, run, run_spec, run_dir):
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["emergence.run_key"] == run_spec.run_key
+    assert tags["emergence.spec"] == "tiny" and tags["emergence.task"] == "binary_addition"
+    assert "emergence.version" in tags
+    params = run.data.params
+    assert params["task.name"] == "binary_addition"
+    assert params["model.d_model"] == "32"
+    assert params["training.optimizer.lr"] == "0.003"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
+    assert "spec.resolved.yaml" in artifacts
+    assert "report/report.html" in artifacts and "report/behavior.png" in artifacts
+    table_path = next(p for p in artifacts if p.startswith("tables/verdicts"))
+    local = client.download_artifacts(run.info.run_id, table_path, str(run_dir / "downloaded"))
+    with open(local) as handle:
+        table = json.load(handle)
+    verdicts = json.loads((run_dir / "verdicts.json").read_text())
+    rows = table.get("data", table)
+    assert len(rows) == len(verdicts)
+    assert [row[table["columns"].index("verdict")] for row in rows] == [v["verdict"] for v in verdicts]
+    assert_mlflow_matches_journal(client, run, run_dir)
+
+
+def test_tiny_run_into_sqlite_store(tiny_raw, write_spec, sqlite_tracking_uri):
+    run_spec = tiny_run_spec(tiny_raw, write_spec, sqlite_tracking_uri)
+    outcome = run_one(run_spec)
+    assert outcome.state == "completed"
+    client = MlflowClient(sqlite_tracking_uri)
+    run = the_mlflow_run(client, "e2e", run_spec.run_key)
+    assert_run_complete(client, run, run_spec, run_directory(run_spec))
+    assert run.data.metrics.get("summary/verdicts/no_emergence", 0) + run.data.metrics.get("summary/verdicts/precursor", 0) >= 0
+
+
+def test_tiny_run_into_real_server_and_rerun_reattaches(tiny_raw, write_spec, mlflow_server):
+    run_spec = tiny_run_spec(tiny_raw, write_spec, mlflow_server.uri, experiment="e2e-server")
+    assert run_one(run_spec).state == "completed"
+    client = MlflowClient(mlflow_server.uri)
+    first = the_mlflow_run(client, "e2e-server", run_spec.run_key)
+    assert_run_complete(client, first, run_spec, run_directory(run_spec))
+    # The same spec again, from scratch (as after `--force`): one MLflow run, reattached.
+    import shutil
+
+    shutil.rmtree(run_directory(run_spec))
+    assert run_one(run_spec).state == "completed"
+    again = the_mlflow_run(client, "e2e-server", run_spec.run_key)
+    assert again.info.run_id == first.info.run_id
+
+
+def test_server_that_goes_away_never_stops_training(tiny_raw, write_spec, mlflow_server):
+    run_spec = tiny_run_spec(tiny_raw, write_spec, mlflow_server.uri, experiment="e2e-outage", overrides=["training.steps=200"])
+    stopped = threading.Event()
+
+    def stop_server_midway(result, values):
+        if result.step == 30 and not stopped.is_set():
+            stopped.set()
+            mlflow_server.stop()
+
+    started = time.perf_counter()
+    try:
+        outcome = run_one(run_spec, progress=stop_server_midway)
+    finally:
+        mlflow_server.start()
+    assert outcome.state == "completed"
+    run_dir = run_directory(run_spec)
+    status = read_status(run_dir)
+    assert status["state"] == "completed"
+    assert "mlflow" in status["trackers_behind"]
+    assert [s for s, _ in read_journal(run_dir).values][-1] == 200  # every value is in the journal
+    assert time.perf_counter() - started < 300
