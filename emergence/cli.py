@@ -63,8 +63,9 @@ class RunProgress:
 
 def _verdict_table(outcome: object) -> Table:
     table = Table(title="verdicts", show_lines=False)
-    for column in ("signal", "event step", "onset step", "lead (steps)", "verdict"):
-        table.add_column(column)
+    table.add_column("signal", no_wrap=True)
+    for column in ("event step", "onset step", "lead (steps)", "verdict"):
+        table.add_column(column, no_wrap=True)
     for v in outcome.verdicts:  # type: ignore[attr-defined]
         table.add_row(
             v["signal"], str(v["event_step"]), str(v["onset_step"]), str(v["lead_steps"]), v["verdict"]

@@ -148,7 +148,7 @@ class Run:
         }
 
     def _start_trackers(self, resumed: bool) -> None:
-        self.trackers = TrackerFanout(build_trackers([t.model_dump() for t in self.spec.tracking], self.run_dir))
+        self.trackers = TrackerFanout(*build_trackers([t.model_dump() for t in self.spec.tracking], self.run_dir))
         tags = {
             "emergence.spec": self.spec.name,
             "emergence.task": self.spec.task.name,
@@ -250,7 +250,9 @@ class Run:
         for png in sorted(self.run_dir.glob("*.png")):
             self.trackers.log_artifact(png, "report")
 
-    def _finish(self, state: str, reason: str | None = None, analysis: dict[str, Any] | None = None) -> RunOutcome:
+    def _finish(
+        self, state: str, reason: str | None = None, analysis: dict[str, Any] | None = None, tracker_status: str | None = None
+    ) -> RunOutcome:
         details: dict[str, Any] = {"run_key": self.run_spec.run_key, "step": getattr(getattr(self, "trainer", None), "step", None)}
         if reason:
             details["reason"] = reason
@@ -259,7 +261,7 @@ class Run:
         write_status(self.run_dir, state, **details)
         self._write_report()
         self.trackers.log_artifact(self.run_dir / SPEC_FILE, None)
-        self.trackers.finish(state)
+        self.trackers.finish(tracker_status or state)
         analysis = analysis or {}
         return RunOutcome(
             self.run_spec.run_key, self.run_dir, state, reason, analysis.get("verdicts", []), analysis.get("events", [])
@@ -293,7 +295,7 @@ class Run:
         except KeyboardInterrupt:
             reason = f"interrupted at step {self.trainer.step}; rerun the same spec to resume"
             self.journal.append_event("failed", step=self.trainer.step, reason=reason)
-            self._finish("failed", reason)
+            self._finish("failed", reason, tracker_status="interrupted")
             raise
         analysis = self._analyze()
         return self._finish("completed", analysis=analysis)

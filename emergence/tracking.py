@@ -51,21 +51,26 @@ class Tracker(Protocol):
         """``status`` is one of ``completed``, ``failed``, ``interrupted``."""
 
 
-def build_trackers(tracking: Sequence[Mapping[str, Any]], run_dir: Path) -> list[tuple[str, Tracker]]:
-    built = []
+def build_trackers(tracking: Sequence[Mapping[str, Any]], run_dir: Path) -> tuple[list[tuple[str, Tracker]], dict[str, str]]:
+    """The trackers that could be built, and why the others could not (a broken tracker never stops a run)."""
+    built, broken = [], {}
     for options in tracking:
         backend = options["backend"]
-        tracker_class: Callable[..., Tracker] = registry.trackers.get(backend)
-        built.append((backend, tracker_class(dict(options), run_dir=run_dir)))
-    return built
+        try:
+            tracker_class: Callable[..., Tracker] = registry.trackers.get(backend)
+            built.append((backend, tracker_class(dict(options), run_dir=run_dir)))
+        except Exception as error:  # noqa: BLE001
+            broken[backend] = f"build: {type(error).__name__}: {error}"
+            log.warning("tracker %s could not be built (%s); the run goes on with the journal", backend, error)
+    return built, broken
 
 
 class TrackerFanout:
     """Sends every call to every tracker; a failing tracker is disabled, never fatal."""
 
-    def __init__(self, trackers: Sequence[tuple[str, Tracker]]) -> None:
+    def __init__(self, trackers: Sequence[tuple[str, Tracker]], failed: Mapping[str, str] | None = None) -> None:
         self._trackers = list(trackers)
-        self.failed: dict[str, str] = {}
+        self.failed: dict[str, str] = dict(failed or {})
 
     @property
     def names(self) -> list[str]:

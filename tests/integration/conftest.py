@@ -133,19 +133,29 @@ class MlflowServer:
             return ""
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(
+@pytest.fixture(scope="session")
+def _shared_mlflow_server(
     tmp_path_factory: pytest.TempPathFactory, migrated_sqlite_store: Path
 ) -> Iterator[MlflowServer]:
-    """One real MLflow tracking server per test module (starting one takes several seconds)."""
     root = tmp_path_factory.mktemp("mlflow-server")
     shutil.copyfile(migrated_sqlite_store, root / "mlflow.db")
     server = MlflowServer(root, free_port())
-    server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def mlflow_server(_shared_mlflow_server: MlflowServer) -> MlflowServer:
+    """A real MLflow tracking server, running when the test begins.
+
+    One server serves the whole session (starting one takes several seconds); tests keep apart by
+    experiment and run key. A test may stop() it, and should start() it again; if it does not, the
+    next test that asks for the server gets it restarted.
+    """
+    _shared_mlflow_server.start()
+    return _shared_mlflow_server
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +166,7 @@ def migrated_sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     this file costs milliseconds. Its built-in "Default" experiment points at a scratch directory, so
     tests log to experiments of their own.
     """
-    mlflow = pytest.importorskip("mlflow")
+    import mlflow  # a missing integration is a failure, never a skip
     root = tmp_path_factory.mktemp("mlflow-template")
     path = root / "mlflow.db"
     previous = Path.cwd()

@@ -12,19 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from emergence_mlflow import MlflowTracker
+from emergence_mlflow.tracker import FAIL_FAST_HTTP_SETTINGS, legal_name
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
-pytest.importorskip("mlflow")
-pytest.importorskip("emergence_mlflow")
-
-from emergence_mlflow import MlflowTracker  # noqa: E402
-from emergence_mlflow.tracker import FAIL_FAST_HTTP_SETTINGS, legal_name  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import RunStatus  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS  # noqa: E402
-
-from emergence import registry  # noqa: E402
-from emergence.tracking import TrackerFanout  # noqa: E402
+from emergence import registry
+from emergence.tracking import TrackerFanout
 
 if TYPE_CHECKING:
     from conftest import MlflowServer
@@ -134,7 +130,7 @@ def test_every_method_reads_back(tracking_uri: str, tmp_path: Path) -> None:
     }
     # Written in MlflowClient.log_table's layout, so MLflow's reader (pandas "split") understands it.
     # (MlflowClient.load_table itself cannot be used here: it searches the fluent global store.)
-    pandas = pytest.importorskip("pandas")
+    import pandas
     loaded = pandas.read_json(
         download(client, tracker.run_id, "tables/verdicts.json", tmp_path / "pd"), orient="split"
     )
@@ -303,7 +299,7 @@ def test_params_are_sanitised_truncated_and_batched(sqlite_tracking_uri: str, tm
 
 
 def test_non_finite_and_non_numeric_metrics(sqlite_tracking_uri: str, tmp_path: Path) -> None:
-    np = pytest.importorskip("numpy")
+    import numpy as np
     tracker = MlflowTracker(options(sqlite_tracking_uri), run_dir=tmp_path)
     tracker.start(new_run_key(), "run", "group", {}, {})
     tracker.log_metrics(
