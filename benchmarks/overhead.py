@@ -83,7 +83,7 @@ def main() -> None:
     measuring: list[float] = []
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
-            times["bare"].append(bare_loop(args.steps, base))
+            times["bare"].append(bare_loop(args.steps, base.spec))
             off, _ = emergence_loop(args.steps, ["measures=[]", f"schedule.every={args.steps}", "schedule.log_spaced_until=0"], Path(scratch) / f"off{repeat}")
             times["measures off"].append(off)
             on, spent = emergence_loop(args.steps, [], Path(scratch) / f"on{repeat}")

@@ -63,7 +63,7 @@ class RunProgress:
 
 def _verdict_table(outcome: object) -> Table:
     table = Table(title="verdicts", show_lines=False)
-    table.add_column("signal", no_wrap=True)
+    table.add_column("signal", overflow="fold")
     for column in ("event step", "onset step", "lead (steps)", "verdict"):
         table.add_column(column, no_wrap=True)
     for v in outcome.verdicts:  # type: ignore[attr-defined]
