@@ -1,9 +1,9 @@
 """The Tracker protocol and the fan-out that keeps training alive when a tracker fails.
 
 A tracker is a *view* of the run journal (record.py). Every call into a tracker goes through
-``TrackerFanout``, which catches any exception, warns once, and marks that tracker as behind; the
-journal already holds every value, so a tracker that comes back later catches up by replaying the
-journal (``TrackerFanout.replay``), and a tracker that never comes back loses nothing that matters.
+``TrackerFanout``, which catches any exception, warns once, and marks that tracker as behind (listed
+under ``trackers_behind`` in ``status.json``). The journal already holds every value, so nothing is
+lost; a tracker can catch up later by replaying the journal into a reattached run.
 """
 
 from __future__ import annotations
@@ -88,8 +88,7 @@ class TrackerFanout:
             except Exception as error:  # noqa: BLE001 - any tracker failure must leave training running
                 self.failed[name] = f"{method}: {type(error).__name__}: {error}"
                 log.warning(
-                    "tracker %s failed in %s (%s); training goes on, the journal keeps every value "
-                    "and `emergence sync` can replay it later",
+                    "tracker %s failed in %s (%s); training goes on and the journal keeps every value",
                     name,
                     method,
                     error,
