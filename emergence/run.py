@@ -147,7 +147,7 @@ class Run:
             **self.spec.model_dump(mode="json"),
         }
 
-    def _start_trackers(self, resumed: bool) -> None:
+    def _start_trackers(self) -> None:
         self.trackers = TrackerFanout(*build_trackers([t.model_dump() for t in self.spec.tracking], self.run_dir))
         tags = {
             "emergence.spec": self.spec.name,
@@ -285,7 +285,7 @@ class Run:
             version=__version__,
             from_step=self.trainer.step,
         )
-        self._start_trackers(resumed)
+        self._start_trackers()
         try:
             self._train(resumed)
         except TrainingDiverged as error:

@@ -42,9 +42,10 @@ def analyze(journal: JournalContents, spec: AnalysisSpec, chance: float, every: 
     collapses: dict[str, Collapse] = {}
     families: dict[str, list[Collapse]] = {}
     signals = [k for k in journal.metric_keys() if any(k.startswith(prefix) for prefix in spec.precursor.signals)]
+    series = {key: journal.series(key) for key in signals}  # each series() call walks the whole journal
     for key in signals:
         match = PER_LAYER_KEY.match(key)
-        steps, values = journal.series(key)
+        steps, values = series[key]
         if len(steps) == 0:
             continue
         layer = int(match["layer"]) if match else None
@@ -59,7 +60,7 @@ def analyze(journal: JournalContents, spec: AnalysisSpec, chance: float, every: 
     for event in events:
         behavior_steps, behavior = journal.series(event["metric"])
         for key, result in collapses.items():
-            steps, values = journal.series(key)
+            steps, values = series[key]
             onset, event_step = result.recovery_onset, event["step"]
             lead_steps = lead_intervals = None
             if onset is not None and event_step is not None:
