@@ -181,7 +181,7 @@ def sample(
             continue
         console.print(f"{' '.join(example.prompt)}  ->  {' '.join(example.answer)}", highlight=False, markup=False)
         for name, labels in example.features.items():
-            console.print(f"    {name:<18} {' '.join('.' if x == -1 else str(x) for x in labels)}", highlight=False, markup=False)
+            console.print(f"    {name:<18} {' '.join('.' if x is None else str(x) for x in labels)}", highlight=False, markup=False)
 
 
 @app.command()

@@ -6,11 +6,17 @@ to predict only the answer tokens: the target at sequence position ``t`` is pred
 ``t - 1``. Intermediate-feature labels are aligned to the *answer* tokens: ``features[name][i, j]`` is
 the label read at the position that predicts answer token ``j`` of example ``i`` (position
 ``prompt_len[i] - 1 + j``), which is where the model must already hold that quantity.
+
+Feature labels are integer classes (they may be negative: running sums are). A position with nothing to
+read is ``None`` in an :class:`Example` and :data:`NO_LABEL` in a :class:`Split`. A task lists feature
+*families* in ``feature_names``; a family that is a vector per position (BFS queue membership of each
+node) is stored as one scalar feature per component, named ``family/component`` (``queue/A``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -19,6 +25,7 @@ from jaxtyping import Bool, Int
 
 PAD = "<PAD>"
 EOS = "<EOS>"
+NO_LABEL = int(np.iinfo(np.int64).min)  # "nothing to read here"; far outside any real label, negative ones included
 
 
 class TaskInputError(ValueError):
@@ -37,7 +44,7 @@ class Vocab:
         if len(set(self.tokens)) != len(self.tokens):
             raise ValueError(f"duplicate tokens in vocabulary {self.tokens}")
 
-    @property
+    @cached_property
     def index(self) -> dict[str, int]:
         return {token: i for i, token in enumerate(self.tokens)}
 
@@ -64,7 +71,7 @@ class Split:
     prompt_len: Int[torch.Tensor, " n"]  # index of the first answer token
     answer_len: Int[torch.Tensor, " n"]  # answer tokens, EOS included
     level: Int[torch.Tensor, " n"]
-    features: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [n, max_answer_len]
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [n, max_answer_len], NO_LABEL where none
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -110,7 +117,7 @@ class Example:
 
     prompt: list[str]
     answer: list[str]  # ends with EOS
-    features: dict[str, list[Any]]  # name -> one label per answer token
+    features: dict[str, list[int | None]]  # name -> one label per answer token; None where there is nothing to read
 
 
 class Task(Protocol):
@@ -118,7 +125,8 @@ class Task(Protocol):
     description: ClassVar[str]
     levels: ClassVar[dict[int, dict[str, Any]]]  # level -> the params it sets
     level_notes: ClassVar[dict[int, str]]
-    feature_names: ClassVar[tuple[str, ...]]
+    feature_names: ClassVar[tuple[str, ...]]  # feature families; see the module docstring
+    feature_notes: ClassVar[dict[str, str]]  # family -> what it is and where it is read
 
     def vocab(self, params: dict[str, Any]) -> Vocab: ...
 
@@ -127,11 +135,14 @@ class Task(Protocol):
     def chance_exact_match(self, params: dict[str, Any]) -> float: ...
 
     def enumerate_inputs(self, params: dict[str, Any]) -> list[Any]:
-        """Every raw input (hashable), in a fixed order; only called on small input spaces."""
+        """Every raw input (hashable), in a fixed order: exactly the support of ``random_inputs``.
+
+        Called only when ``input_space_size`` is at most ``build.ENUMERATION_LIMIT``.
+        """
         ...
 
     def random_inputs(self, params: dict[str, Any], rng: np.random.Generator, n: int) -> list[Any]:
-        """n raw inputs (hashable) drawn uniformly from the input space; repeats allowed."""
+        """n raw inputs (hashable) drawn from the task's input distribution; repeats allowed."""
         ...
 
     def example(self, raw_input: Any, params: dict[str, Any]) -> Example: ...

@@ -78,5 +78,5 @@ class ModularArithmetic:
         return Example(
             prompt=[str(a), op, str(b), "="],
             answer=[str(c), EOS],
-            features={"operand_a_parity": [a % 2, -1]},
+            features={"operand_a_parity": [a % 2, None]},
         )

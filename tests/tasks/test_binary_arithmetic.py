@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emergence.tasks import TaskInputError, build_task
+from emergence.tasks.base import NO_LABEL
 
 
 def lsb_first_to_int(bits: list[str]) -> int:
@@ -32,7 +33,7 @@ def test_answers_and_carries_match_integer_arithmetic(level, seed):
             mask = [(1 << (j + 1)) - 1 for j in range(n_bits)]
             expected_carry = [int((a & m) + (b & m) > m) for m in mask]
             assert split.features["carry"][i, :n_bits].tolist() == expected_carry
-            assert split.features["carry"][i, n_bits:].tolist() == [-1, -1]
+            assert split.features["carry"][i, n_bits:].tolist() == [NO_LABEL, NO_LABEL]
             assert split.features["carry_in"][i, 1 : n_bits + 1].tolist() == expected_carry
 
 

@@ -1,4 +1,4 @@
-"""Binary addition ``a+b=c``, every number written least-significant bit first."""
+"""Binary arithmetic: ``a+b=c`` and ``a*b=c``, every number written least-significant bit first."""
 
 from __future__ import annotations
 
@@ -45,9 +45,9 @@ class BinaryAddition:
     def random_inputs(self, params: dict[str, Any], rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
         n_bits = int(params["n_bits"])
         # Bits rather than integers so operands wider than 63 bits work too.
-        bits = rng.integers(0, 2, size=(n, 2, n_bits))
-        weights = [1 << i for i in range(n_bits)]
-        return [(sum(w for w, b in zip(weights, row[0], strict=True) if b), sum(w for w, b in zip(weights, row[1], strict=True) if b)) for row in bits]
+        bits = rng.integers(0, 2, size=(n, 2, n_bits), dtype=np.uint8)
+        packed = np.packbits(bits, axis=2, bitorder="little")
+        return [(int.from_bytes(row[0].tobytes(), "little"), int.from_bytes(row[1].tobytes(), "little")) for row in packed]
 
     def example(self, raw_input: tuple[int, int], params: dict[str, Any]) -> Example:
         a, b = raw_input
@@ -64,9 +64,9 @@ class BinaryAddition:
         sum_bits.append(carry)  # the top bit of c is the final carry
         prompt = [str(x) for x in a_bits] + ["+"] + [str(x) for x in b_bits] + ["="]
         answer = [str(x) for x in sum_bits] + [EOS]
-        no_label = [-1, -1]  # the top bit and EOS have no carry to read
+        no_label = [None, None]  # the top bit and EOS have no carry to read
         return Example(
             prompt=prompt,
             answer=answer,
-            features={"carry": carry_out + no_label, "carry_in": carry_in + [carry, -1]},
+            features={"carry": carry_out + no_label, "carry_in": carry_in + [carry, None]},
         )
