@@ -217,7 +217,9 @@ class Run:
     # -- the end -------------------------------------------------------------------------------
 
     def _analyze(self) -> dict[str, Any]:
-        analysis = analyze(self.journal.read(), self.spec.analysis, self.task.chance_exact_match, self.spec.schedule.every)
+        analysis = analyze(
+            self.journal.read(), self.spec.analysis, self.task.chance_exact_match, self.spec.schedule.every, self.task.level_chance
+        )
         write_analysis(self.run_dir, analysis)
         verdicts = analysis["verdicts"]
         if verdicts:

@@ -28,15 +28,24 @@ def event_metrics(journal: JournalContents, metric: str) -> list[str]:
     return [metric, *per_level]
 
 
-def analyze(journal: JournalContents, spec: AnalysisSpec, chance: float, every: int) -> dict[str, Any]:
-    chance = spec.emergence.chance if spec.emergence.chance is not None else chance
-    threshold = threshold_value(spec.emergence.threshold, chance)
+LEVEL_SUFFIX = re.compile(r"/level_(?P<level>\d+)$")
+
+
+def analyze(
+    journal: JournalContents, spec: AnalysisSpec, chance: float, every: int, level_chance: dict[int, float] | None = None
+) -> dict[str, Any]:
+    """``chance`` is the task's chance exact match over its whole test set; ``level_chance`` per level of a mixture."""
     events = []
     for metric in event_metrics(journal, spec.emergence.metric):
+        level = LEVEL_SUFFIX.search(metric)
+        metric_chance = level_chance.get(int(level["level"]), chance) if level and level_chance else chance
+        if spec.emergence.chance is not None:
+            metric_chance = spec.emergence.chance
+        threshold = threshold_value(spec.emergence.threshold, metric_chance)
         steps, values = journal.series(metric)
         step = emergence_step(steps, values, threshold, spec.emergence.persistence) if len(steps) else None
         events.append(
-            {"metric": metric, "step": step, "threshold": threshold, "chance": chance, "persistence": spec.emergence.persistence}
+            {"metric": metric, "step": step, "threshold": threshold, "chance": metric_chance, "persistence": spec.emergence.persistence}
         )
 
     collapses: dict[str, Collapse] = {}
@@ -91,21 +100,23 @@ def write_analysis(run_dir: Path, analysis: dict[str, Any]) -> None:
     (Path(run_dir) / VERDICTS_FILE).write_text(json.dumps(analysis["verdicts"], indent=2), encoding="utf-8")
 
 
-def chance_of(spec: Spec) -> float:
-    """The task's chance exact match, from its parameters alone (no data set is built)."""
+def chance_of(spec: Spec) -> tuple[float, dict[int, float]]:
+    """The task's chance exact match, overall and per level, from its parameters alone (no data set is built)."""
     from emergence import registry
     from emergence.tasks.build import resolve_params
 
     task = registry.tasks.get(spec.task.name)()
     levels = [spec.task.level] if isinstance(spec.task.level, int) else spec.task.level
-    return sum(task.chance_exact_match(resolve_params(task, lvl, spec.task.params)) for lvl in levels) / len(levels)
+    per_level = {lvl: task.chance_exact_match(resolve_params(task, lvl, spec.task.params)) for lvl in levels}
+    return sum(per_level.values()) / len(per_level), per_level
 
 
 def reanalyze(run_dir: Path) -> dict[str, Any]:
     """Analyse a finished or interrupted run again from its journal and resolved spec; rewrite its files."""
     resolved = yaml.safe_load((Path(run_dir) / SPEC_FILE).read_text(encoding="utf-8"))
     spec = Spec.model_validate({k: v for k, v in resolved.items() if k in Spec.model_fields})
-    analysis = analyze(read_journal(run_dir), spec.analysis, chance_of(spec), spec.schedule.every)
+    chance, level_chance = chance_of(spec)
+    analysis = analyze(read_journal(run_dir), spec.analysis, chance, spec.schedule.every, level_chance)
     write_analysis(run_dir, analysis)
     return analysis
 

@@ -105,6 +105,7 @@ class TaskData:
     input_space_size: int
     chance_exact_match: float  # exact match of a uniform guess over the answer space; the event threshold starts here
     params: dict[str, Any]  # every effective parameter, after the level preset and explicit overrides
+    level_chance: dict[int, float] = field(default_factory=dict)  # chance exact match of each level on its own
 
     @property
     def seq_len(self) -> int:
@@ -130,7 +131,13 @@ class Task(Protocol):
 
     def vocab(self, params: dict[str, Any]) -> Vocab: ...
 
-    def input_space_size(self, params: dict[str, Any]) -> int: ...
+    def input_space_size(self, params: dict[str, Any]) -> int:
+        """How many distinct raw inputs there are.
+
+        A task whose space cannot be counted exactly sets the optional ClassVar ``input_space_exact =
+        False`` and returns a lower bound; ``enumerate_inputs`` is then never called and inputs are sampled.
+        """
+        ...
 
     def chance_exact_match(self, params: dict[str, Any]) -> float: ...
 

@@ -35,12 +35,14 @@ def resolve_params(task: Task, level: int, explicit: dict[str, Any]) -> dict[str
 
 def distinct_inputs(task: Task, params: dict[str, Any], n: int, rng: np.random.Generator) -> list[Any]:
     space = task.input_space_size(params)
+    exact = getattr(task, "input_space_exact", True)
     if n > space:
+        how_many = f"has only {space}" if exact else f"can guarantee only {space} (a lower bound on its)"
         raise TaskInputError(
             "train_size",
-            f"{task.name} with {params} has only {space} distinct inputs; train_size + test_size = {n} is larger",
+            f"{task.name} with {params} {how_many} distinct inputs; train_size + test_size = {n} is larger",
         )
-    if space <= ENUMERATION_LIMIT:
+    if exact and space <= ENUMERATION_LIMIT:
         everything = task.enumerate_inputs(params)
         order = rng.permutation(len(everything))[:n]
         return [everything[i] for i in order]
@@ -152,6 +154,7 @@ def _build(
         input_space_size=space,
         chance_exact_match=chance,
         params=first if len(levels) == 1 else {f"level_{lvl}": p for lvl, p in per_level_params.items()},
+        level_chance={lvl: task.chance_exact_match(p) for lvl, p in per_level_params.items()},
     )
 
 

@@ -80,3 +80,17 @@ def test_end_to_end_analysis_of_a_synthetic_journal(tmp_path):
     assert by_signal["geometry/rankme/resid_post/L0"]["lead_steps"] == 1100
     assert by_signal["geometry/rankme/resid_post/L1"]["verdict"] == "lagging"
     assert {"signal", "event_metric", "event_step", "onset_step", "lead_steps", "verdict"} <= set(analysis["verdicts"][0])
+
+
+def test_each_level_of_a_mixture_gets_its_own_event_against_its_own_chance(tmp_path):
+    journal = Journal(tmp_path)
+    for s in range(0, 1001, 50):
+        # Level 1 sits at 0.55 throughout: above half way for chance 0, below it for chance 0.3 (threshold 0.65).
+        journal.append_values(s, {"behavior/test/exact_match": 0.5, "behavior/test/exact_match/level_1": 0.55,
+                                  "behavior/test/exact_match/level_2": 1.0 if s >= 600 else 0.0})
+    analysis = analyze(journal.read(), AnalysisSpec(), chance=0.15, every=50, level_chance={1: 0.3, 2: 0.0})
+    events = {e["metric"]: e for e in analysis["events"]}
+    assert events["behavior/test/exact_match/level_1"]["step"] is None
+    assert events["behavior/test/exact_match/level_1"]["threshold"] == pytest.approx(0.65)
+    assert events["behavior/test/exact_match/level_2"]["step"] == 600
+    assert events["behavior/test/exact_match"]["chance"] == pytest.approx(0.15)
