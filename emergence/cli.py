@@ -127,11 +127,21 @@ def validate(spec: SpecArgument, overrides: OverridesArgument = None) -> None:
 
 
 @app.command("ls")
-def list_registered(kind: Annotated[str, typer.Argument(help="tasks | measures | trackers | executors")]) -> None:
+def list_registered(
+    kind: Annotated[str, typer.Argument(help="tasks | measures | trackers | executors")],
+    markdown: Annotated[bool, typer.Option("--markdown", help="tasks only: the full catalogue as Markdown (docs/tasks.md)")] = False,
+) -> None:
     """List the registered tasks, measures, trackers or executors (built-ins and plugins)."""
     registries = {"tasks": registry.tasks, "measures": registry.measures, "trackers": registry.trackers, "executors": registry.executors}
     if kind not in registries:
         _fail(f"error: ls: unknown kind {kind!r}{registry.did_you_mean(kind, registries)}; allowed: {', '.join(registries)}")
+    if markdown:
+        if kind != "tasks":
+            _fail("error: ls: --markdown is for tasks only")
+        from emergence.tasks.catalog import catalog
+
+        sys.stdout.write(catalog())
+        return
     table = Table(title=kind)
     table.add_column("name")
     table.add_column("details")
@@ -162,15 +172,23 @@ def sample(
     n: Annotated[int, typer.Option("--n", help="how many examples")] = 5,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    param: Annotated[list[str] | None, typer.Option("--param", help="KEY=VALUE task parameter over the level's (repeatable)")] = None,
 ) -> None:
     """Print examples of TASK as the model sees them, with their feature labels."""
     import numpy as np
+    import yaml
 
     from emergence.tasks.build import distinct_inputs, resolve_params
 
+    explicit = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"error: sample: --param {item!r} is not KEY=VALUE")
+        explicit[key] = yaml.safe_load(value)
     try:
         task_object = registry.tasks.get(task)()
-        params = resolve_params(task_object, level, {})
+        params = resolve_params(task_object, level, explicit)
         raws = distinct_inputs(task_object, params, n, np.random.default_rng(seed))
     except (UnknownNameError, TaskInputError) as error:
         _fail(f"error: sample: {error}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -59,6 +60,28 @@ def test_sample_json_lines_are_correct_sums():
         b = int("".join(reversed(row["prompt"][9:17])), 2)
         assert int("".join(reversed(row["answer"][:-1])), 2) == a + b
         assert len(row["features"]["carry"]) == len(row["answer"])
+
+
+def test_sample_takes_explicit_params_and_marks_unlabelled_positions():
+    result = runner.invoke(app, ["sample", "binary_addition", "--param", "n_bits=3", "--n", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    for row in map(json.loads, result.output.strip().splitlines()):
+        assert row["prompt"][3] == "+" and len(row["answer"]) == 5
+        assert row["features"]["carry"][-2:] == [None, None]
+
+
+def test_sample_misspelt_param_is_a_clear_error():
+    result = runner.invoke(app, ["sample", "binary_addition", "--param", "n_bit=3"])
+    assert result.exit_code == 2
+    assert "unknown parameter(s) ['n_bit']" in result.output and "did you mean 'n_bits'" in result.output
+
+
+def test_task_catalogue_in_docs_is_current():
+    """docs/tasks.md is generated from the tasks; if this fails, run: emergence ls tasks --markdown > docs/tasks.md"""
+    result = runner.invoke(app, ["ls", "tasks", "--markdown"])
+    assert result.exit_code == 0, result.output
+    docs = Path(__file__).resolve().parents[1] / "docs" / "tasks.md"
+    assert result.output == docs.read_text(encoding="utf-8")
 
 
 def test_sample_unknown_task_suggests():

@@ -28,7 +28,8 @@ def resolve_params(task: Task, level: int, explicit: dict[str, Any]) -> dict[str
     params = task.default_params(level)
     unknown = sorted(set(explicit) - set(params))
     if unknown:
-        raise TaskInputError("params", f"unknown parameter(s) {unknown} for task {task.name!r}; allowed: {sorted(params)}")
+        hint = registry.did_you_mean(unknown[0], params) if len(unknown) == 1 else ""
+        raise TaskInputError("params", f"unknown parameter(s) {unknown} for task {task.name!r}{hint}; allowed: {sorted(params)}")
     params.update(explicit)
     return params
 
