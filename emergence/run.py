@@ -117,7 +117,9 @@ class Run:
         torch.manual_seed(spec.seed)
         self.device = resolve_device(spec.training.device)
         t = spec.task
-        self.task: TaskData = build_task(t.name, t.level, t.params, t.train_size, t.test_size, t.diagnostic_size, spec.seed)
+        self.task: TaskData = build_task(
+            t.name, t.level, t.params, t.train_size, t.test_size, t.diagnostic_size, spec.seed, train_features=False
+        )
         self.model = build_model(spec.model, len(self.task.vocab), self.task.seq_len, spec.seed, self.device)
         self.trainer = Trainer(self.model, self.task.train, spec.training, spec.seed, self.device)
         # Training-set behaviour only shows over- or under-fitting; a fixed slice of it is enough.

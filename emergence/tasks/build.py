@@ -63,13 +63,13 @@ def _pack(rows: list[list[int]], width: int, fill: int) -> np.ndarray:
     return packed
 
 
-def tokenize(task: Task, examples: list[Example], levels: list[int], params: dict[str, Any]) -> Split:
+def tokenize(task: Task, examples: list[Example], levels: list[int], params: dict[str, Any], with_features: bool = True) -> Split:
     lookup = task.vocab(params).index.__getitem__
     sequences = [list(map(lookup, e.prompt + e.answer)) for e in examples]
     tokens = torch.from_numpy(_pack(sequences, max(map(len, sequences)), lookup(PAD)))
     answer_width = max(len(e.answer) for e in examples)
     # The union of names: in a mixture of levels, a 7-node graph has no queue/K but an 11-node one does.
-    names = dict.fromkeys(chain.from_iterable(e.features for e in examples))
+    names = dict.fromkeys(chain.from_iterable(e.features for e in examples)) if with_features else {}
     features = {
         name: _pack([[NO_LABEL if x is None else x for x in e.features.get(name, ())] for e in examples], answer_width, NO_LABEL)
         for name in names
@@ -103,14 +103,26 @@ def build_task(
     test_size: int,
     diagnostic_size: int,
     seed: int,
+    train_features: bool = True,
 ) -> TaskData:
-    """The diagnostic set is the first ``diagnostic_size`` test examples: held out, and the same at every step."""
+    """The diagnostic set is the first ``diagnostic_size`` test examples: held out, and the same at every step.
+
+    ``train_features=False`` leaves the training split without feature labels: training never reads them,
+    and packing labels (up to a few hundred per example for graph tasks) is most of the cost of a build.
+    """
     with _collector_paused():
-        return _build(task_class(name)(), level, params, train_size, test_size, diagnostic_size, seed)
+        return _build(task_class(name)(), level, params, train_size, test_size, diagnostic_size, seed, train_features)
 
 
 def _build(
-    task: Task, level: int | list[int], params: dict[str, Any], train_size: int, test_size: int, diagnostic_size: int, seed: int
+    task: Task,
+    level: int | list[int],
+    params: dict[str, Any],
+    train_size: int,
+    test_size: int,
+    diagnostic_size: int,
+    seed: int,
+    train_features: bool,
 ) -> TaskData:
     name = task.name
     levels = [level] if isinstance(level, int) else list(level)
@@ -138,7 +150,7 @@ def _build(
         order = rng.permutation(len(test_examples))
         test_examples = [test_examples[i] for i in order]
         test_levels = [test_levels[i] for i in order]
-    train = tokenize(task, train_examples, train_levels, first)
+    train = tokenize(task, train_examples, train_levels, first, with_features=train_features)
     test = tokenize(task, test_examples, test_levels, first)
     width = max(train.tokens.shape[1], test.tokens.shape[1])
     train, test = _pad_to(train, width, task.vocab(first).index[PAD]), _pad_to(test, width, task.vocab(first).index[PAD])
