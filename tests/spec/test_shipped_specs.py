@@ -21,3 +21,19 @@ def test_shipped_spec_validates_and_documents_its_command(path):
     assert runs
     header = path.read_text().split("\nname:")[0]
     assert f"emergence run specs/{path.name}" in header
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
+def test_shipped_spec_runs_end_to_end_when_shrunk(path, tmp_path):
+    """The shipped task, model, measures and analysis, for a few steps on little data: every part runs."""
+    from emergence.run import run_one
+
+    shrink = [
+        "training.steps=4", "training.checkpoint_every=2", "schedule.every=2", "schedule.log_spaced_until=0",
+        "task.train_size=64", "task.test_size=32", "task.diagnostic_size=16", "tracking=[]",
+        f"execution.output_dir={tmp_path}",
+    ]
+    (run,) = resolve(str(path), shrink)
+    outcome = run_one(run)
+    assert outcome.state == "completed", outcome.reason
+    assert (outcome.run_dir / "verdicts.json").exists() and (outcome.run_dir / "report.html").exists()
