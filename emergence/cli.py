@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -86,6 +87,9 @@ def run(
 
     runs = _resolve_or_exit(spec, overrides)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # `timeout`, `kill` and batch schedulers stop jobs with SIGTERM: treat it as Ctrl-C, so the run is marked
+    # failed ("interrupted ... rerun to resume") instead of being left "running" forever.
+    signal.signal(signal.SIGTERM, _interrupt)
     outcomes = []
     started = time.perf_counter()
     columns = (
@@ -117,6 +121,10 @@ def run(
     console.print(f"{len(outcomes)} run(s) in {time.perf_counter() - started:.0f} s")
     if failed:
         raise typer.Exit(1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @app.command()

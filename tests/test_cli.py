@@ -88,3 +88,28 @@ def test_sample_unknown_task_suggests():
     result = runner.invoke(app, ["sample", "binary_adition"])
     assert result.exit_code == 2
     assert "did you mean 'binary_addition'" in result.output
+
+
+def test_sigterm_marks_the_run_interrupted_and_resumable(tiny_raw, write_spec, tmp_path):
+    """`timeout` and schedulers stop jobs with SIGTERM; the run must not be left looking alive."""
+    import signal
+    import time
+
+    tiny_raw["training"]["steps"] = 5000
+    spec_file = write_spec(tiny_raw)
+    job = subprocess.Popen([sys.executable, "-m", "emergence.cli", "run", str(spec_file), "--quiet"], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal: Path | None = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        journals = list(tmp_path.glob("runs/*/*/journal.jsonl"))
+        if journals and journals[0].stat().st_size > 2000:
+            journal = journals[0]
+            break
+        time.sleep(0.2)
+    assert journal is not None, "the run never started writing its journal"
+    job.send_signal(signal.SIGTERM)
+    job.communicate(timeout=60)
+    assert job.returncode != 0
+    status = json.loads((journal.parent / "status.json").read_text())
+    assert status["state"] == "failed" and "interrupted" in status["reason"]
