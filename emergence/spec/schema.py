@@ -66,6 +66,18 @@ class TaskSpec(Strict):
     def _known_task(cls, name: str) -> str:
         return known_name(registry.tasks, name)
 
+    @model_validator(mode="after")
+    def _task_can_supply(self) -> TaskSpec:
+        """Levels, params and sizes the task can honour: checked from the task's counts, no data is made."""
+        from emergence.tasks.base import TaskInputError
+        from emergence.tasks.build import plan_levels
+
+        try:
+            plan_levels(registry.tasks.get(self.name)(), self.level, self.params, self.train_size, self.test_size, self.diagnostic_size)
+        except TaskInputError as error:
+            raise FieldError(error.field, str(error)) from None
+        return self
+
 
 class ModelSpec(Strict):
     n_layers: PositiveInt = 2

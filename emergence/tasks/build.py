@@ -34,16 +34,42 @@ def resolve_params(task: Task, level: int, explicit: dict[str, Any]) -> dict[str
     return params
 
 
-def distinct_inputs(task: Task, params: dict[str, Any], n: int, rng: np.random.Generator) -> list[Any]:
+def plan_levels(
+    task: Task, level: int | list[int], params: dict[str, Any], train_size: int, test_size: int, diagnostic_size: int
+) -> list[tuple[int, dict[str, Any], int, int]]:
+    """(level, its params, train examples, test examples) for each level; every size problem raised here.
+
+    Cheap (no example is made), so spec validation calls it too and a spec that asks for more examples
+    than a task has fails before any run directory or tracker run exists.
+    """
+    levels = [level] if isinstance(level, int) else list(level)
+    if diagnostic_size > test_size:
+        raise TaskInputError("diagnostic_size", f"diagnostic_size {diagnostic_size} exceeds test_size {test_size}")
+    plan = []
+    for i, lvl in enumerate(levels):
+        lvl_params = resolve_params(task, lvl, params)
+        n_train = train_size // len(levels) + (i < train_size % len(levels))
+        n_test = test_size // len(levels) + (i < test_size % len(levels))
+        check_space(task, lvl_params, n_train + n_test)
+        plan.append((lvl, lvl_params, n_train, n_test))
+    return plan
+
+
+def check_space(task: Task, params: dict[str, Any], n: int) -> None:
     space = task.input_space_size(params)
-    exact = getattr(task, "input_space_exact", True)
     if n > space:
+        exact = getattr(task, "input_space_exact", True)
         how_many = f"has only {space}" if exact else f"can guarantee only {space} (a lower bound on its)"
         raise TaskInputError(
             "train_size",
             f"{task.name} with {params} {how_many} distinct inputs; train_size + test_size = {n} is larger",
         )
-    if exact and space <= ENUMERATION_LIMIT:
+
+
+def distinct_inputs(task: Task, params: dict[str, Any], n: int, rng: np.random.Generator) -> list[Any]:
+    check_space(task, params, n)
+    space = task.input_space_size(params)
+    if getattr(task, "input_space_exact", True) and space <= ENUMERATION_LIMIT:
         everything = task.enumerate_inputs(params)
         order = rng.permutation(len(everything))[:n]
         return [everything[i] for i in order]
@@ -127,18 +153,13 @@ def _build(
     name = task.name
     levels = [level] if isinstance(level, int) else list(level)
     rng = np.random.default_rng([seed, 7_919])  # a task stream of its own, independent of model init
-    if diagnostic_size > test_size:
-        raise TaskInputError("diagnostic_size", f"diagnostic_size {diagnostic_size} exceeds test_size {test_size}")
     train_examples: list[Example] = []
     test_examples: list[Example] = []
     train_levels: list[int] = []
     test_levels: list[int] = []
     per_level_params = {}
-    for i, lvl in enumerate(levels):
-        lvl_params = resolve_params(task, lvl, params)
+    for lvl, lvl_params, n_train, n_test in plan_levels(task, level, params, train_size, test_size, diagnostic_size):
         per_level_params[lvl] = lvl_params
-        n_train = train_size // len(levels) + (i < train_size % len(levels))
-        n_test = test_size // len(levels) + (i < test_size % len(levels))
         raws = distinct_inputs(task, lvl_params, n_train + n_test, rng)
         train_examples += [task.example(r, lvl_params) for r in raws[:n_train]]
         test_examples += [task.example(r, lvl_params) for r in raws[n_train:]]

@@ -7,7 +7,7 @@ from emergence.spec.load import apply_overrides
 
 # (a change to the tiny spec, the dotted path named, words the message must contain)
 MALFORMED = [
-    ({"task": {"name": "binary_additon"}}, "task.name", ["did you mean 'binary_addition'", "allowed: binary_addition"]),
+    ({"task": {"name": "binary_additon"}}, "task.name", ["did you mean 'binary_addition'", "allowed: activity_selection, addition, bfs, binary_addition"]),
     ({"model": {"act_fn": "rellu"}}, "model.act_fn", ["given 'rellu'", "did you mean 'relu'"]),
     ({"model": {"n_layer": 3}}, "model.n_layer", ["unknown field 'n_layer'", "did you mean 'n_layers'"]),
     ({"training": {"steps": -5}}, "training.steps", ["greater than 0", "-5"]),
@@ -23,6 +23,10 @@ MALFORMED = [
     ({"name": "has space"}, "name", ["has space"]),
     ({"colour": "blue"}, "colour", ["unknown field 'colour'"]),
     ({"model": {"d_model": 30, "n_heads": 4}}, "model.n_heads", ["not divisible"]),
+    ({"task": {"train_size": 500}}, "task.train_size", ["has only 256 distinct inputs", "556 is larger"]),
+    ({"task": {"level": 4}}, "task.level", ["no level 4", "levels: [1, 2, 3]"]),
+    ({"task": {"params": {"n_bit": 4}}}, "task.params", ["unknown parameter(s) ['n_bit']", "did you mean 'n_bits'"]),
+    ({"task": {"diagnostic_size": 100}}, "task.diagnostic_size", ["exceeds test_size 56"]),
 ]
 
 
