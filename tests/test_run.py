@@ -85,3 +85,23 @@ def test_diverging_loss_fails_the_run_with_reason_and_keeps_checkpoints(tiny_raw
     assert "non-finite training loss" in status["reason"] and "at step" in status["reason"]
     assert latest_checkpoint(run_dir / "checkpoints") is not None
     assert (run_dir / "report.html").exists()
+
+
+def test_a_mixture_of_levels_is_measured_and_judged_per_level(tiny_raw, write_spec):
+    tiny_raw["task"] = {"name": "modular_arithmetic", "level": [1, 2], "train_size": 300, "test_size": 120, "diagnostic_size": 40}
+    tiny_raw["training"]["steps"] = 20
+    run_spec = tiny_run(write_spec, tiny_raw)
+    outcome = run_one(run_spec)
+    assert outcome.state == "completed", outcome.reason
+    journal = read_journal(run_directory(run_spec))
+    last = journal.values[-1][1]
+    for level in (1, 2):
+        assert 0.0 <= last[f"behavior/test/exact_match/level_{level}"] <= 1.0
+        assert f"behavior/test/loss/level_{level}" in last
+    # the overall exact match is the mean over the test set, whose two halves are the two levels
+    halves = (last["behavior/test/exact_match/level_1"] + last["behavior/test/exact_match/level_2"]) / 2
+    assert last["behavior/test/exact_match"] == pytest.approx(halves)
+    analysis = json.loads((run_directory(run_spec) / "analysis.json").read_text())
+    chances = {e["metric"]: e["chance"] for e in analysis["events"]}
+    assert chances["behavior/test/exact_match/level_1"] == pytest.approx(1 / 23)
+    assert chances["behavior/test/exact_match/level_2"] == pytest.approx(1 / 59)
