@@ -1,4 +1,4 @@
-"""The ``emergence`` command line: run, validate, ls, sample, report."""
+"""The ``emergence`` command line: run, validate, ls, sample, report, calibrate-llc."""
 
 from __future__ import annotations
 
@@ -220,6 +220,65 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory, runs/<
         _fail(f"error: {run_dir}: no journal.jsonl here; is this a run directory?")
     reanalyze(run_dir)
     console.print(f"report: {write_report(run_dir)}", highlight=False)
+
+
+@app.command("calibrate-llc")
+def calibrate_llc(
+    spec: SpecArgument,
+    overrides: OverridesArgument = None,
+    checkpoint: Annotated[int | None, typer.Option(help="checkpoint step (default: the latest)")] = None,
+    lr: Annotated[list[float] | None, typer.Option("--lr", help="SGLD step sizes to sweep (repeatable)")] = None,
+    localization: Annotated[list[float] | None, typer.Option("--localization", help="gammas to sweep (repeatable)")] = None,
+    nbeta: Annotated[list[float] | None, typer.Option("--nbeta", help="n*beta values (repeatable; default: devinterp's m/log m)")] = None,
+    num_chains: Annotated[int, typer.Option(help="chains per setting")] = 2,
+    num_draws: Annotated[int, typer.Option(help="draws per chain")] = 50,
+    num_burnin_steps: Annotated[int, typer.Option(help="burn-in steps per chain")] = 25,
+    n_examples: Annotated[int, typer.Option(help="training subset size, as the llc measure's option")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="SGLD minibatch size, as the llc measure's option")] = 256,
+    rise_tolerance: Annotated[float, typer.Option(help="a trace is rising above this relative rise")] = 0.1,
+) -> None:
+    """Sweep SGLD settings (lr x localization x nbeta) for the llc measure on a checkpoint of each run of SPEC;
+    write llc_calibration.json and llc_calibration.png into the run directory."""
+    from emergence.measures import llc as llc_module
+    from emergence.models import resolve_device
+
+    runs = _resolve_or_exit(spec, overrides)
+    for run_spec in runs:
+        device = resolve_device(run_spec.spec.training.device)
+        try:
+            loaded = llc_module.load_run_checkpoint(run_spec, checkpoint, n_examples, device)
+        except FileNotFoundError as error:
+            _fail(f"error: calibrate-llc: {run_spec.display_name}: {error}")
+        nbetas = nbeta or [llc_module.resolve_nbeta(None, batch_size, len(loaded.tokens))]
+        grid = llc_module.calibration_grid(lr or [1e-5, 1e-4, 1e-3], localization or [100.0], nbetas, num_chains, num_draws, num_burnin_steps)
+        console.print(f"{run_spec.display_name}: checkpoint step {loaded.step}, {len(grid)} settings", highlight=False)
+
+        def show(i: int, result: llc_module.CalibrationResult, total: int = len(grid)) -> None:
+            console.print(f"  {i + 1}/{total} lr={result.settings.lr:g} llc={result.estimate.mean:.4g}", highlight=False)
+
+        results = llc_module.calibrate(
+            loaded.model, loaded.tokens, loaded.target_mask, grid, batch_size,
+            llc_module.measurement_seed(loaded.seed, loaded.step), rise_tolerance, progress=show,
+        )
+        best = llc_module.recommend(results)
+        context = {"run_dir": str(loaded.run_dir), "checkpoint_step": loaded.step, "n_examples": len(loaded.tokens),
+                   "batch_size": batch_size, "rise_tolerance": rise_tolerance}
+        json_path, png_path = llc_module.write_calibration(results, best, loaded.run_dir, context)
+        table = Table(title=f"LLC calibration, step {loaded.step}")
+        for column in ("#", "lr", "localization", "nbeta", "llc mean", "llc std", "rise", "trace", ""):
+            table.add_column(column, no_wrap=True)
+        for i, r in enumerate(results):
+            e = r.estimate
+            verdict = "NaN" if e.non_finite else ("rising" if e.rising else "flat")
+            table.add_row(str(i), f"{r.settings.lr:g}", f"{r.settings.localization:g}", f"{r.settings.nbeta:.4g}",
+                          f"{e.mean:.4g}", f"{e.std:.3g}", f"{e.rise:.2f}", verdict, "recommended" if i == best else "")
+        console.print(table)
+        if best is None:
+            console.print("no setting gave flat, finite traces with a positive LLC: widen the grid", highlight=False)
+        else:
+            s = results[best].settings
+            console.print(f"recommended: lr={s.lr:g} localization={s.localization:g} nbeta={s.nbeta:.6g}", highlight=False)
+        console.print(f"wrote {json_path} and {png_path}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,11 @@ class Run:
                 self.journal.path.unlink()  # died before its first checkpoint: start clean
             return False
         step, path = found
-        self.trainer.load_state_dict(load_checkpoint(path, self.device))
+        state = load_checkpoint(path, self.device)
+        self.trainer.load_state_dict(state)
+        for key, measure in self._measures_by_key().items():
+            if key in state.get("measures", {}):
+                measure.load_state_dict(state["measures"][key])
         self.journal.truncate_after(step)
         self.journal.append_event("resume", step=step, checkpoint=path.name)
         log.info("resuming %s from step %d", self.run_dir, step)
@@ -193,13 +197,22 @@ class Run:
                     log.warning("measure %s failed at step %d: %s", measure.name, step, error)
                     self.journal.append_event("measure_failed", step=step, measure=measure.name, error=repr(error))
                 values[f"cost/{measure.name}"] = time.perf_counter() - started
+            for name, (columns, rows) in context.tables.items():
+                self.journal.append_table(name, columns, rows, step=step)
+                self.trackers.log_table(name, columns, rows)
         values = {sanitize_key(k): float(v) for k, v in values.items()}
         self.journal.append_values(step, values)
         self.trackers.log_metrics(values, step)
         return values
 
+    def _measures_by_key(self) -> dict[str, Measure]:
+        """Each measure under its place and name in the spec, so two of the same kind keep their own state."""
+        return {f"{i}:{measure.name}": measure for i, (measure, _) in enumerate(self.measures)}
+
     def _checkpoint(self) -> None:
-        save_checkpoint(self.run_dir / CHECKPOINT_DIR, self.trainer.step, self.trainer.state_dict())
+        measure_states = {key: m.state_dict() for key, m in self._measures_by_key().items()}
+        state = {**self.trainer.state_dict(), "measures": {k: v for k, v in measure_states.items() if v}}
+        save_checkpoint(self.run_dir / CHECKPOINT_DIR, self.trainer.step, state)
 
     def _train(self, resumed: bool) -> None:
         spec = self.spec

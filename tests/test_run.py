@@ -43,6 +43,8 @@ def test_run_directory_holds_everything(tiny_raw, write_spec):
 
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tiny_raw, write_spec, tmp_path):
+    # The spectral edge remembers its last updates: its state must travel in the checkpoint.
+    tiny_raw["measures"].append({"name": "spectral_edge", "window": 3})
     straight = tiny_run(write_spec, tiny_raw, ["execution.output_dir=" + str(tmp_path / "straight")])
     run_one(straight)
 
@@ -62,7 +64,9 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tiny_raw, writ
     resumed_values = read_journal(run_dir).values
     straight_values = read_journal(run_directory(straight)).values
     assert [s for s, _ in resumed_values] == [s for s, _ in straight_values]
+    assert "spectral/gap_ratio" in straight_values[-1][1]
     for (_, a), (_, b) in zip(resumed_values, straight_values, strict=True):
+        assert a.keys() == b.keys()
         for key in a:
             if not key.startswith("cost/"):
                 assert a[key] == b[key], key  # bit for bit on CPU
@@ -105,3 +109,19 @@ def test_a_mixture_of_levels_is_measured_and_judged_per_level(tiny_raw, write_sp
     chances = {e["metric"]: e["chance"] for e in analysis["events"]}
     assert chances["behavior/test/exact_match/level_1"] == pytest.approx(1 / 23)
     assert chances["behavior/test/exact_match/level_2"] == pytest.approx(1 / 59)
+
+
+def test_llc_in_a_run_logs_its_numbers_and_its_sgld_trace(tiny_raw, write_spec):
+    tiny_raw["training"]["steps"] = 20
+    tiny_raw["measures"] = [{"name": "llc", "every": 10, "n_examples": 64, "batch_size": 32, "num_chains": 2,
+                             "num_draws": 8, "num_burnin_steps": 4}]
+    run_spec = tiny_run(write_spec, tiny_raw)
+    assert run_one(run_spec).state == "completed"
+    journal = read_journal(run_directory(run_spec))
+    llc_steps = [step for step, values in journal.values if "llc/mean" in values]
+    assert llc_steps == [0, 10, 20]
+    traces = [t for t in journal.tables if t["table"] == "llc_trace"]
+    assert [t["step"] for t in traces] == llc_steps
+    assert traces[0]["columns"] == ["chain", "sgld_step", "loss", "baseline", "burnin"]
+    assert len(traces[0]["rows"]) == 2 * (8 + 4)
+    assert sum(row[4] for row in traces[0]["rows"]) == 2 * 4  # the burn-in rows are marked

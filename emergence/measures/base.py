@@ -41,6 +41,9 @@ class MeasureContext:
     activations: dict[CaptureRequest, torch.Tensor]
     lr: float
     extras: dict[str, Any] = field(default_factory=dict)
+    # Tables a measure wants kept beside its numbers (the LLC's SGLD loss traces): name -> (columns, rows).
+    # The run writes each to the journal for this step and hands it to the trackers.
+    tables: dict[str, tuple[list[str], list[list[Any]]]] = field(default_factory=dict)
 
 
 class Measure(ABC):
@@ -56,6 +59,18 @@ class Measure(ABC):
     def needs(self) -> list[CaptureRequest]:
         """Activations this measure reads; the capture step takes the union over all due measures."""
         return []
+
+    def state_dict(self) -> dict[str, Any]:
+        """State carried from one call to the next (tensors, numbers, lists), saved in every checkpoint.
+
+        Most measures are stateless and return ``{}``; one that compares with earlier calls (the spectral
+        edge keeps its last W parameter updates) returns what a resumed run needs to continue exactly.
+        """
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, when a run resumes from a checkpoint."""
+        del state  # stateless by default
 
     @abstractmethod
     def compute(self, context: MeasureContext) -> dict[str, float]:

@@ -1,0 +1,508 @@
+"""The local learning coefficient (LLC) by SGLD around the current weights, and its calibration.
+
+Definition in METHODS.md ("Gradient geometry and curvature"): SGLD samples the localized tempered
+posterior ``exp(-nbeta L(w) - localization/2 |w - w*|^2)`` around the current weights ``w*`` and
+``LLC = nbeta (E[L(w)] - L(w*))``, with ``L`` the answer loss (``answer_loss``) on a fixed subset of the
+training split. For a regular model with d parameters at a minimum the answer is d/2.
+
+The update rule is devinterp's (``SGMCMC.sgld``: Lau et al. 2023, ``dw = -lr/2 (nbeta grad L_m +
+localization (w - w*)) + sqrt(lr) N(0, 1)``) and the default nbeta is devinterp's ``default_nbeta``.
+The chain loop is ours, not devinterp's ``slt.sample``/``slt.llc.llc``, because those (2.0.1) take a
+next-token loss over a Hugging Face ``input_ids`` column, write every per-token loss to a zarr store
+in a temporary directory they never delete, reseed the global torch / numpy / random generators
+(which would shift the training run's own random stream) and average the loss over burn-in steps
+too. Here every random draw comes from local generators seeded by (run seed, step, chain), the
+estimate uses draws after burn-in only, and the trace stays in memory.
+
+The model is never touched: the chains move detached copies of its parameters that enter the
+forward pass through ``functional_call(..., tie_weights=False)`` (a TransformerBridge that has run a
+forward pass cannot be deep-copied, and the default ``tie_weights`` would silently detach).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.stats
+import torch
+from devinterp.optim import SGMCMC
+from devinterp.utils import default_nbeta
+from pydantic import Field
+from torch.func import functional_call
+
+from emergence import registry
+from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup
+from emergence.measures.curvature import evaluation_mode
+from emergence.train.loop import answer_loss
+
+# loss_fn(params, example indices) -> mean loss over those examples, differentiable in params.
+BatchLoss = Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+
+# One-sided level of the across-chain t-test on the trace's slope (see ``trace_rise``).
+RISE_SIGNIFICANCE = 0.95
+
+
+@dataclass(frozen=True)
+class SGLDSettings:
+    lr: float  # SGLD step size epsilon
+    localization: float  # gamma: pull towards the current weights
+    nbeta: float  # inverse temperature n*beta
+    num_chains: int
+    num_draws: int
+    num_burnin_steps: int
+
+
+# -- pure pieces: batches, chains, estimate ---------------------------------------------------------
+
+
+def batch_stream(n: int, batch_size: int, seed: int) -> Callable[[int], torch.Tensor]:
+    """step -> example indices: epoch-wise shuffles drawn from (seed, epoch), the last partial batch of
+    an epoch dropped (as devinterp does) so every step's loss averages the same number of examples.
+    A batch size of n or more gives the whole set at every step (full-batch Langevin)."""
+    size = min(batch_size, n)
+    per_epoch = n // size
+    cache: dict[int, torch.Tensor] = {}
+
+    def at(step: int) -> torch.Tensor:
+        epoch, index = divmod(step, per_epoch)
+        if epoch not in cache:
+            cache.clear()
+            cache[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        return cache[epoch][index * size : (index + 1) * size]
+
+    return at
+
+
+@dataclass(frozen=True)
+class SGLDTrace:
+    loss: np.ndarray  # (chains, burn-in + draws): step t's minibatch loss at the weights before step t
+    baseline: np.ndarray  # the same minibatches' loss at the starting weights w*
+
+
+def sgld_loss_trace(
+    loss_fn: BatchLoss,
+    reference_loss: Callable[[torch.Tensor], float],
+    params: dict[str, torch.Tensor],
+    n: int,
+    batch_size: int,
+    settings: SGLDSettings,
+    seed: int,
+) -> SGLDTrace:
+    """Minibatch losses along ``settings.num_chains`` SGLD chains started at ``params``.
+
+    ``loss`` holds what devinterp records: step t's batch loss at the weights before step t's update.
+    ``baseline`` holds ``reference_loss`` (the loss at ``params`` themselves) of the same batches: the
+    difference is free of which examples a batch happened to hold, which is what lets the rise test see
+    a drift that batch-to-batch noise would otherwise hide. A chain whose loss turns non-finite stops
+    there and the rest of its row is NaN. Each chain has its own batch order and noise, both seeded
+    from (``seed``, chain), so chains are independent; ``params`` themselves are only read.
+    """
+    steps = settings.num_burnin_steps + settings.num_draws
+    loss = np.full((settings.num_chains, steps), np.nan)
+    baseline = np.full((settings.num_chains, steps), np.nan)
+    names = list(params)
+    for chain in range(settings.num_chains):
+        chain_seed = seed * 1_000_003 + 7919 * (chain + 1)
+        batches = batch_stream(n, batch_size, chain_seed)
+        leaves = [params[name].detach().clone().requires_grad_(True) for name in names]
+        noise = torch.Generator(device=leaves[0].device).manual_seed(chain_seed)
+        with warnings.catch_warnings():
+            # SGMCMC warns whenever nbeta == 1.0, a legitimate value here (tests, calibration grids).
+            warnings.simplefilter("ignore", UserWarning)
+            optimizer = SGMCMC.sgld(leaves, lr=settings.lr, localization=settings.localization, nbeta=settings.nbeta)
+        for step in range(steps):
+            index = batches(step)
+            with torch.enable_grad():
+                value = loss_fn(dict(zip(names, leaves, strict=True)), index)
+                if not math.isfinite(float(value.detach())):
+                    break
+                loss[chain, step] = float(value.detach())
+                baseline[chain, step] = reference_loss(index)
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+            optimizer.step(noise_generator=noise)
+    return SGLDTrace(loss, baseline)
+
+
+@dataclass(frozen=True)
+class LLCEstimate:
+    mean: float  # over the finite chains; NaN when none is
+    std: float  # population std over the finite chains (devinterp's llc_std convention)
+    per_chain: np.ndarray  # (chains,), NaN for a chain that went non-finite
+    init_loss: float  # L(w*) on the whole subset
+    nbeta: float
+    rise: float  # relative rise after burn-in; see trace_rise
+    rising: bool
+    non_finite: bool
+    trace: np.ndarray  # (chains, burn-in + draws) minibatch losses
+    baseline: np.ndarray  # the same minibatches' losses at w*
+    num_burnin_steps: int
+
+    @property
+    def unreliable(self) -> bool:
+        return self.rising or self.non_finite
+
+
+def trace_rise(excess: np.ndarray) -> tuple[float, bool]:
+    """Is the loss still rising after burn-in? ``excess``: (chains, draws) of L_batch(w_t) - L_batch(w*).
+
+    Returns (relative rise, significant). Each chain's rise d_c is the mean excess over the second half
+    of the draws minus that over the first half; the relative rise is mean_c(d_c) over the mean excess
+    of all draws, a fraction of E[L(w)] - L(w*), the quantity the LLC is proportional to (the caller
+    compares it with its tolerance; a chain still climbing linearly from w* gives about 1, a flat one
+    0). Significant: a one-sided t-test on the d_c across chains at ``RISE_SIGNIFICANCE``; chains are
+    independent, so the test holds however autocorrelated each trace is (a test within one trace would
+    not). Half-means rather than a slope: on SGLD traces the slope's noise hid most real rises
+    (30% detected against 95%, at the same 5% false alarms on flat traces; see the tests). With one
+    chain there is no test and only the size counts; fewer than 2 draws are never rising.
+    """
+    half = excess.shape[1] // 2
+    if half < 1:
+        return 0.0, False
+    rises = excess[:, half:].mean(axis=1) - excess[:, :half].mean(axis=1)
+    relative = float(rises.mean()) / max(abs(float(excess.mean())), 1e-12)
+    if len(rises) < 2:
+        return relative, True
+    spread = float(rises.std(ddof=1))
+    if spread == 0.0:
+        return relative, bool(rises.mean() > 0)
+    t = float(rises.mean()) / (spread / math.sqrt(len(rises)))
+    return relative, t > float(scipy.stats.t.ppf(RISE_SIGNIFICANCE, len(rises) - 1))
+
+
+def estimate_llc(
+    trace: SGLDTrace, init_loss: float, nbeta: float, num_burnin_steps: int, rise_tolerance: float
+) -> LLCEstimate:
+    """LLC = nbeta (mean minibatch loss over the draws - L(w*)) per chain; burn-in steps are dropped.
+
+    Unreliable when a chain (or L(w*)) is non-finite, or when the excess loss after burn-in still rises
+    by more than ``rise_tolerance`` of itself, significantly across chains (``trace_rise``).
+    """
+    draws = trace.loss[:, num_burnin_steps:]
+    finite_rows = np.isfinite(draws).all(axis=1)
+    per_chain = np.where(finite_rows, nbeta * (draws.mean(axis=1) - init_loss), np.nan)
+    finite = per_chain[finite_rows]
+    non_finite = not bool(finite_rows.all()) or not math.isfinite(init_loss)
+    if finite.size and math.isfinite(init_loss):
+        excess = draws[finite_rows] - trace.baseline[finite_rows, num_burnin_steps:]
+        relative, significant = trace_rise(excess)
+        rising = significant and relative > rise_tolerance
+        mean, std = float(finite.mean()), float(finite.std())
+    else:
+        relative, rising, mean, std = math.nan, False, math.nan, math.nan
+    return LLCEstimate(
+        mean, std, per_chain, init_loss, nbeta, relative, rising, non_finite, trace.loss, trace.baseline, num_burnin_steps
+    )
+
+
+# -- on a model ----------------------------------------------------------------------------------
+
+
+def per_example_answer_loss(
+    model: torch.nn.Module, params: dict[str, torch.Tensor], tokens: torch.Tensor, mask: torch.Tensor, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example: the summed cross-entropy over its answer tokens, and how many there are (float64)."""
+    sums, counts = [], []
+    with torch.no_grad():
+        for start in range(0, len(tokens), chunk):
+            part = slice(start, start + chunk)
+            logits = functional_call(model, params, (tokens[part],), tie_weights=False)
+            log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            nll = -log_probs.gather(-1, tokens[part, 1:, None])[..., 0]
+            target = mask[part, 1:]  # position t-1 predicts token t, as in answer_logits_and_targets
+            sums.append((nll * target).sum(dim=1).double())
+            counts.append(target.sum(dim=1).double())
+    return torch.cat(sums), torch.cat(counts)
+
+
+def model_llc(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    target_mask: torch.Tensor,
+    settings: SGLDSettings,
+    batch_size: int,
+    seed: int,
+    rise_tolerance: float,
+) -> LLCEstimate:
+    """LLC of ``model`` at its current weights on (tokens, target_mask), every trainable parameter
+    sampled. Dropout is off during sampling (the loss must be a function of the weights) and every
+    module's train/eval flag is restored after; the model's parameters, flags and grads are untouched."""
+    trainable = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
+    with evaluation_mode(model):
+
+        def loss_fn(params: dict[str, torch.Tensor], index: torch.Tensor) -> torch.Tensor:
+            index = index.to(tokens.device)
+            logits = functional_call(model, {**frozen, **params}, (tokens[index],), tie_weights=False)
+            return answer_loss(logits, tokens[index], target_mask[index])
+
+        # At w*, once: L(w*) over the whole subset (token-weighted, like one answer_loss over all of it)
+        # and every batch's loss at w* without another forward pass.
+        sums, counts = per_example_answer_loss(model, {**frozen, **trainable}, tokens, target_mask, batch_size)
+        sums, counts = sums.cpu(), counts.cpu()
+        init_loss = float(sums.sum() / counts.sum().clamp(min=1))
+
+        def reference_loss(index: torch.Tensor) -> float:
+            return float(sums[index].sum() / counts[index].sum().clamp(min=1))
+
+        trace = sgld_loss_trace(loss_fn, reference_loss, trainable, len(tokens), batch_size, settings, seed)
+    return estimate_llc(trace, init_loss, settings.nbeta, settings.num_burnin_steps, rise_tolerance)
+
+
+def resolve_nbeta(nbeta: float | None, batch_size: int, n_examples: int) -> float:
+    """devinterp's default when unset: default_nbeta(m) = m / log m with m the SGLD batch size."""
+    return float(nbeta) if nbeta is not None else float(default_nbeta(min(batch_size, n_examples)))
+
+
+def measurement_seed(seed: int, step: int) -> int:
+    return seed * 1_000_003 + step
+
+
+# -- the measure ---------------------------------------------------------------------------------
+
+
+class LLCOptions(MeasureOptions):
+    n_examples: int = Field(1024, gt=0, description="training examples in the fixed subset (all of them if fewer)")
+    batch_size: int = Field(256, gt=0, description="SGLD minibatch size")
+    lr: float = Field(1e-4, gt=0, description="SGLD step size epsilon")
+    localization: float = Field(100.0, ge=0, description="gamma, the pull towards the current weights")
+    nbeta: float | None = Field(
+        None, gt=0, description="inverse temperature n*beta; unset: devinterp's default_nbeta(batch) = m / log m"
+    )
+    num_chains: int = Field(4, gt=0)
+    num_draws: int = Field(100, ge=2)
+    num_burnin_steps: int = Field(50, ge=0)
+    rise_tolerance: float = Field(
+        0.1, ge=0, description="unreliable when the loss climbs more than this fraction of the excess loss after burn-in"
+    )
+
+
+@registry.measures.register("llc")
+class LLC(Measure):
+    """Local learning coefficient by SGLD (devinterp's update rule) on a fixed training subset."""
+
+    name = "llc"
+    cost = "expensive"
+    default_every = 1000
+    Options: ClassVar[type[MeasureOptions]] = LLCOptions
+
+    def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
+        super().__init__(options, setup)
+        train = setup.task.train
+        # Drawn once from the run seed: the same subset at every step, so a change over training is a
+        # change of the model and not of the data.
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(setup.seed))
+        subset = train.subset(order[: self.options.n_examples])
+        self.tokens = subset.tokens.to(setup.device)
+        self.target_mask = subset.target_mask.to(setup.device)
+        self.nbeta = resolve_nbeta(self.options.nbeta, self.options.batch_size, len(self.tokens))
+        # The last estimate's loss trace (chains x (burn-in + draws)), for the run to store as an artifact.
+        self.last_trace: np.ndarray | None = None
+        self.last_estimate: LLCEstimate | None = None
+
+    def settings(self) -> SGLDSettings:
+        o = self.options
+        return SGLDSettings(o.lr, o.localization, self.nbeta, o.num_chains, o.num_draws, o.num_burnin_steps)
+
+    def compute(self, context: MeasureContext) -> dict[str, float]:
+        estimate = model_llc(
+            context.model,
+            self.tokens,
+            self.target_mask,
+            self.settings(),
+            self.options.batch_size,
+            measurement_seed(self.setup.seed, context.step),
+            self.options.rise_tolerance,
+        )
+        self.last_trace, self.last_estimate = estimate.trace, estimate
+        context.tables["llc_trace"] = trace_table(estimate)
+        return estimate_values(estimate)
+
+
+def trace_table(estimate: LLCEstimate) -> tuple[list[str], list[list[Any]]]:
+    """One row per (chain, SGLD step): the loss, the same minibatch's loss at w*, and whether it is burn-in."""
+    columns = ["chain", "sgld_step", "loss", "baseline", "burnin"]
+    rows = [
+        [chain, t, float(estimate.trace[chain, t]), float(estimate.baseline[chain, t]), t < estimate.num_burnin_steps]
+        for chain in range(estimate.trace.shape[0])
+        for t in range(estimate.trace.shape[1])
+    ]
+    return columns, rows
+
+
+def estimate_values(estimate: LLCEstimate) -> dict[str, float]:
+    values = {
+        "llc/mean": estimate.mean,
+        "llc/std": estimate.std,
+        "llc/unreliable": float(estimate.unreliable),
+        "llc/rise": estimate.rise,
+        "llc/init_loss": estimate.init_loss,
+        "llc/nbeta": estimate.nbeta,
+    }
+    values.update({f"llc/chain_{i}": float(v) for i, v in enumerate(estimate.per_chain)})
+    return values
+
+
+# -- calibration: sweep (lr, localization, nbeta) on a checkpoint ---------------------------------
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    settings: SGLDSettings
+    estimate: LLCEstimate
+
+    @property
+    def acceptable(self) -> bool:
+        """Flat after burn-in, every chain finite, and a positive LLC (a negative one means SGLD found
+        lower loss than the checkpoint: too large a step, or not at a minimum)."""
+        return not self.estimate.unreliable and self.estimate.mean > 0
+
+    def row(self) -> dict[str, Any]:
+        e = self.estimate
+        return {
+            **asdict(self.settings),
+            "llc_mean": e.mean,
+            "llc_std": e.std,
+            "llc_per_chain": [float(v) for v in e.per_chain],
+            "init_loss": e.init_loss,
+            "rise": e.rise,
+            "rising": e.rising,
+            "non_finite": e.non_finite,
+            "flat": not e.unreliable,
+            "acceptable": self.acceptable,
+        }
+
+
+def calibration_grid(
+    lrs: Sequence[float], localizations: Sequence[float], nbetas: Sequence[float], num_chains: int, num_draws: int, num_burnin_steps: int
+) -> list[SGLDSettings]:
+    return [
+        SGLDSettings(lr, gamma, nbeta, num_chains, num_draws, num_burnin_steps)
+        for nbeta in nbetas
+        for gamma in localizations
+        for lr in lrs
+    ]
+
+
+def recommend(results: Sequence[CalibrationResult]) -> int | None:
+    """Index of the acceptable setting with the lowest relative spread std/mean across chains.
+
+    Relative rather than absolute std: a strong localization or a small nbeta shrinks the LLC and its
+    std together, and absolute std would reward that shrinkage rather than agreement between chains.
+    None when no setting is acceptable."""
+    candidates = [i for i, r in enumerate(results) if r.acceptable]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda i: results[i].estimate.std / results[i].estimate.mean)
+
+
+def calibrate(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    target_mask: torch.Tensor,
+    grid: Sequence[SGLDSettings],
+    batch_size: int,
+    seed: int,
+    rise_tolerance: float,
+    progress: Callable[[int, CalibrationResult], None] | None = None,
+) -> list[CalibrationResult]:
+    results = []
+    for i, settings in enumerate(grid):
+        estimate = model_llc(model, tokens, target_mask, settings, batch_size, seed, rise_tolerance)
+        results.append(CalibrationResult(settings, estimate))
+        if progress is not None:
+            progress(i, results[-1])
+    return results
+
+
+def plot_calibration(results: Sequence[CalibrationResult], recommended: int | None, path: Path) -> Path:
+    """One panel per setting: every chain's loss trace, burn-in shaded, L(w*) dashed."""
+    from matplotlib.figure import Figure  # object API: no backend or display needed (like report.py)
+
+    columns = min(3, len(results))
+    rows = math.ceil(len(results) / columns)
+    fig = Figure(figsize=(4.2 * columns, 2.8 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i, result in enumerate(results):
+        ax = axes[i // columns][i % columns]
+        e, s = result.estimate, result.settings
+        for chain in e.trace:
+            ax.plot(chain, linewidth=0.8)
+        ax.axvspan(0, e.num_burnin_steps, color="0.9", zorder=0)
+        ax.axhline(e.init_loss, color="k", linestyle="--", linewidth=0.8)
+        verdict = "flat" if not e.unreliable else ("NaN" if e.non_finite else "rising")
+        mark = "  [recommended]" if i == recommended else ""
+        ax.set_title(
+            f"lr={s.lr:g} γ={s.localization:g} nβ={s.nbeta:.4g}\nLLC {e.mean:.3g} ± {e.std:.2g} ({verdict}){mark}", fontsize=8
+        )
+        ax.set_xlabel("SGLD step", fontsize=7)
+        ax.set_ylabel("loss", fontsize=7)
+        ax.tick_params(labelsize=7)
+    for j in range(len(results), rows * columns):
+        axes[j // columns][j % columns].set_visible(False)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def write_calibration(
+    results: Sequence[CalibrationResult], recommended: int | None, directory: Path, context: dict[str, Any]
+) -> tuple[Path, Path]:
+    """``llc_calibration.json`` and ``llc_calibration.png`` in ``directory``."""
+    directory = Path(directory)
+    payload = {
+        **context,
+        "results": [r.row() for r in results],
+        "recommended": recommended,
+        "recommended_settings": asdict(results[recommended].settings) if recommended is not None else None,
+    }
+    json_path = directory / "llc_calibration.json"
+    json_path.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    return json_path, plot_calibration(results, recommended, directory / "llc_calibration.png")
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: torch.nn.Module
+    tokens: torch.Tensor
+    target_mask: torch.Tensor
+    step: int
+    run_dir: Path
+    seed: int
+
+
+def load_run_checkpoint(run_spec: Any, step: int | None, n_examples: int, device: torch.device) -> LoadedCheckpoint:
+    """The model of ``run_spec`` at checkpoint ``step`` (latest if None) and the training subset the
+    ``llc`` measure of that run would use. Raises FileNotFoundError when there is no such checkpoint."""
+    # Imported here: emergence.run imports the measures package, which imports this module.
+    from emergence.models import build_model
+    from emergence.record import CHECKPOINT_DIR
+    from emergence.run import run_directory
+    from emergence.tasks import build_task
+    from emergence.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+
+    spec = run_spec.spec
+    run_dir = run_directory(run_spec)
+    directory = run_dir / CHECKPOINT_DIR
+    if step is None:
+        found = latest_checkpoint(directory)
+        if found is None:
+            raise FileNotFoundError(f"{directory}: no checkpoints; run the spec first")
+    else:
+        found = next(((s, p) for s, p in list_checkpoints(directory) if s == step), None)
+        if found is None:
+            available = [s for s, _ in list_checkpoints(directory)]
+            raise FileNotFoundError(f"{directory}: no checkpoint for step {step}; have {available}")
+    t = spec.task
+    task = build_task(t.name, t.level, t.params, t.train_size, t.test_size, t.diagnostic_size, spec.seed, train_features=False)
+    model = build_model(spec.model, len(task.vocab), task.seq_len, spec.seed, device)
+    model.load_state_dict(load_checkpoint(found[1], device)["model"])
+    order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(spec.seed))
+    subset = task.train.subset(order[:n_examples])
+    return LoadedCheckpoint(model, subset.tokens.to(device), subset.target_mask.to(device), found[0], run_dir, spec.seed)
