@@ -6,6 +6,7 @@ Because it needs nothing but the journal, it reruns on any finished or interrupt
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
@@ -26,6 +27,16 @@ def event_metrics(journal: JournalContents, metric: str) -> list[str]:
     """The spec's metric, plus its per-level series when the task mixes difficulty levels."""
     per_level = sorted(k for k in journal.metric_keys() if k.startswith(metric + "/level_"))
     return [metric, *per_level]
+
+
+def is_signal(key: str, pattern: str) -> bool:
+    """``geometry/`` (ends in /): every key under it; ``gradient/*_rank``: a glob; else the exact key.
+
+    Exact keys let a spec judge ``curvature/hessian_top`` without its ``.../iterations`` and ``.../residual``.
+    """
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(key, pattern)
+    return key.startswith(pattern) if pattern.endswith("/") else key == pattern
 
 
 LEVEL_SUFFIX = re.compile(r"/level_(?P<level>\d+)$")
@@ -50,7 +61,7 @@ def analyze(
 
     collapses: dict[str, Collapse] = {}
     families: dict[str, list[Collapse]] = {}
-    signals = [k for k in journal.metric_keys() if any(k.startswith(prefix) for prefix in spec.precursor.signals)]
+    signals = [k for k in journal.metric_keys() if any(is_signal(k, pattern) for pattern in spec.precursor.signals)]
     series = {key: journal.series(key) for key in signals}  # each series() call walks the whole journal
     for key in signals:
         match = PER_LAYER_KEY.match(key)
@@ -121,4 +132,4 @@ def reanalyze(run_dir: Path) -> dict[str, Any]:
     return analysis
 
 
-__all__ = ["analyze", "chance_of", "reanalyze", "write_analysis"]
+__all__ = ["analyze", "chance_of", "is_signal", "reanalyze", "write_analysis"]

@@ -172,7 +172,7 @@ class CollapseSpec(Strict):
 
 class PrecursorSpec(Strict):
     min_lead_intervals: PositiveFloat = Field(2, description="precursor when the lead is at least this many measurement intervals")
-    signals: list[str] = Field(default_factory=lambda: ["geometry/"], description="metric key prefixes judged as signals")
+    signals: list[str] = Field(default_factory=lambda: ["geometry/"], description="metric keys judged as signals: a prefix ending in /, a glob (gradient/*_rank) or an exact key")
 
 
 class AnalysisSpec(Strict):

@@ -94,3 +94,13 @@ def test_each_level_of_a_mixture_gets_its_own_event_against_its_own_chance(tmp_p
     assert events["behavior/test/exact_match/level_1"]["threshold"] == pytest.approx(0.65)
     assert events["behavior/test/exact_match/level_2"]["step"] == 600
     assert events["behavior/test/exact_match"]["chance"] == pytest.approx(0.15)
+
+
+def test_signal_patterns_are_prefixes_globs_or_exact_keys():
+    from emergence.analysis import is_signal
+
+    assert is_signal("geometry/rankme/resid_post/L1", "geometry/")
+    assert is_signal("gradient/fisher_rank", "gradient/*_rank") and not is_signal("gradient/fisher_rank/trace", "gradient/*_rank")
+    assert is_signal("curvature/hessian_top", "curvature/hessian_top")
+    assert not is_signal("curvature/hessian_top/residual", "curvature/hessian_top")
+    assert not is_signal("geometry_extra/x", "geometry/")
