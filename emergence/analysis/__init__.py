@@ -16,7 +16,13 @@ import yaml
 
 from emergence.analysis.collapse import Collapse, collapse_of, top_down
 from emergence.analysis.events import emergence_step, threshold_value
-from emergence.analysis.precursor import lead_in_intervals, verdict_for, xcorr_lag_steps
+from emergence.analysis.precursor import (
+    departure_onset,
+    lead_in_intervals,
+    peak_onset,
+    verdict_for,
+    xcorr_lag_steps,
+)
 from emergence.record import ANALYSIS_FILE, SPEC_FILE, VERDICTS_FILE, JournalContents, read_journal
 from emergence.spec.schema import AnalysisSpec, Spec
 
@@ -76,12 +82,13 @@ def analyze(
         if match:
             families.setdefault(match["family"], []).append(result)
 
+    onsets = {key: signal_onset(key, collapses, series[key], spec) for key in signals if len(series[key][0])}
     verdicts = []
     for event in events:
         behavior_steps, behavior = journal.series(event["metric"])
-        for key, result in collapses.items():
+        for key, (onset, onset_rule) in onsets.items():
             steps, values = series[key]
-            onset, event_step = result.recovery_onset, event["step"]
+            event_step = event["step"]
             lead_steps = lead_intervals = None
             if onset is not None and event_step is not None:
                 lead_steps = event_step - onset
@@ -92,6 +99,7 @@ def analyze(
                     "event_metric": event["metric"],
                     "event_step": event_step,
                     "onset_step": onset,
+                    "onset_rule": onset_rule,
                     "lead_steps": lead_steps,
                     "lead_intervals": lead_intervals,
                     "verdict": verdict_for(lead_intervals, event_step is not None, spec.precursor.min_lead_intervals),
@@ -104,6 +112,19 @@ def analyze(
         "top_down": [top_down(family, members) for family, members in sorted(families.items())],
         "verdicts": verdicts,
     }
+
+
+def signal_onset(
+    key: str, collapses: dict[str, Collapse], series: tuple[Any, Any], spec: AnalysisSpec
+) -> tuple[int | None, str]:
+    """(onset step, rule): recovery after collapse for geometry, the peak for the spectral gap ratio
+    (both METHODS.md), departure from the start for everything else (ours; ``precursor.departure_fraction``)."""
+    steps, values = series
+    if key.startswith("geometry/"):
+        return collapses[key].recovery_onset, "recovery"
+    if key.startswith("spectral/gap_ratio"):
+        return peak_onset(steps, values), "peak"
+    return departure_onset(steps, values, spec.precursor.departure_fraction, spec.collapse.persistence), "departure"
 
 
 def write_analysis(run_dir: Path, analysis: dict[str, Any]) -> None:

@@ -17,6 +17,34 @@ def verdict_for(lead_intervals: float | None, has_event: bool, min_lead_interval
     return "synchronous"
 
 
+def departure_onset(steps: np.ndarray, values: np.ndarray, fraction: float, persistence: int) -> int | None:
+    """The first step where a signal has left its starting value by ``fraction`` of its largest excursion
+    from it, and stays out for ``persistence`` measurements.
+
+    Our onset for signals that do not collapse and recover (gradient ranks, curvature, the LLC); METHODS.md
+    defines onsets only for geometry, probes and the spectral gap. Non-finite values are skipped.
+    """
+    finite = np.isfinite(values)
+    steps, values = steps[finite], values[finite]
+    if len(values) < persistence + 1:
+        return None
+    excursion = np.abs(values - values[0])
+    largest = excursion.max()
+    if largest == 0:
+        return None
+    away = excursion > fraction * largest
+    for i in range(1, len(values) - persistence + 1):
+        if away[i : i + persistence].all():
+            return int(steps[i])
+    return None
+
+
+def peak_onset(steps: np.ndarray, values: np.ndarray) -> int | None:
+    """The step of the signal's maximum: METHODS.md's onset for the spectral gap ratio."""
+    finite = np.isfinite(values)
+    return int(steps[finite][np.argmax(values[finite])]) if finite.any() else None
+
+
 def lead_in_intervals(steps: np.ndarray, onset: int, event_step: int) -> int:
     """Measurement intervals between onset and event on the signal's own (possibly uneven) schedule."""
     return int(np.searchsorted(steps, event_step) - np.searchsorted(steps, onset))

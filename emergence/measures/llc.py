@@ -147,7 +147,9 @@ class LLCEstimate:
 
     @property
     def unreliable(self) -> bool:
-        return self.rising or self.non_finite
+        # A negative estimate means SGLD found lower loss near w*: w* is not a local minimum (at
+        # initialisation, say), where the LLC's theory does not apply.
+        return self.rising or self.non_finite or self.mean < 0
 
 
 def trace_rise(excess: np.ndarray) -> tuple[float, bool]:

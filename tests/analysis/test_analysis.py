@@ -104,3 +104,34 @@ def test_signal_patterns_are_prefixes_globs_or_exact_keys():
     assert is_signal("curvature/hessian_top", "curvature/hessian_top")
     assert not is_signal("curvature/hessian_top/residual", "curvature/hessian_top")
     assert not is_signal("geometry_extra/x", "geometry/")
+
+
+def test_departure_onset_is_the_first_lasting_move_away_from_the_start():
+    from emergence.analysis.precursor import departure_onset
+
+    steps = np.arange(0, 1001, 50)
+    rising = np.where(steps < 400, 1.0, 1.0 + (steps - 400) / 100.0)  # flat, then rises to 7
+    assert departure_onset(steps, rising, 0.1, 3) == 500  # 1.0 + 0.6 is the first value beyond 10% of 6
+    blip = np.ones(len(steps))
+    blip[3] = 5.0  # a single spike is not a lasting departure ...
+    blip[10:] = 2.0  # ... the later shift is (10% of the largest excursion, 4, is 0.4)
+    assert departure_onset(steps, blip, 0.1, 3) == 500
+    assert departure_onset(steps, np.full(len(steps), 3.0), 0.1, 3) is None
+    with_nan = rising.copy()
+    with_nan[11] = np.nan
+    assert departure_onset(steps, with_nan, 0.1, 3) == 500
+
+
+def test_non_geometry_signals_get_departure_or_peak_onsets(tmp_path):
+    journal = Journal(tmp_path)
+    for s in range(0, 1001, 50):
+        journal.append_values(s, {
+            "behavior/test/exact_match": 1.0 if s >= 800 else 0.0,
+            "llc/mean": 5.0 if s < 750 else 5.0 + (s - 700) / 10,        # moves with the behaviour
+            "spectral/gap_ratio": 10.0 if s == 300 else 2.0,             # peaks early
+        })
+    spec = AnalysisSpec(precursor={"signals": ["llc/mean", "spectral/gap_ratio"]})
+    by_signal = {v["signal"]: v for v in analyze(journal.read(), spec, chance=0.0, every=50)["verdicts"]}
+    assert (by_signal["llc/mean"]["onset_step"], by_signal["llc/mean"]["onset_rule"]) == (750, "departure")
+    assert by_signal["llc/mean"]["verdict"] == "synchronous"
+    assert (by_signal["spectral/gap_ratio"]["onset_step"], by_signal["spectral/gap_ratio"]["verdict"]) == (300, "precursor")

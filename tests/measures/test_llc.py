@@ -300,3 +300,13 @@ def test_calibrate_llc_on_a_tiny_run(tmp_path):
 
     missing = runner.invoke(app, [*args[:2], "--checkpoint", "7"])
     assert missing.exit_code == 2 and "no checkpoint for step 7" in missing.output
+
+
+def test_a_negative_estimate_is_unreliable():
+    from emergence.measures.llc import LLCEstimate
+
+    flat = np.zeros((2, 4))
+    estimate = LLCEstimate(mean=-3.0, std=0.1, per_chain=np.array([-3.1, -2.9]), init_loss=1.0, nbeta=10.0, rise=0.0,
+                           rising=False, non_finite=False, trace=flat, baseline=flat, num_burnin_steps=1)
+    assert estimate.unreliable
+    assert not LLCEstimate(**{**estimate.__dict__, "mean": 3.0}).unreliable
