@@ -16,20 +16,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from emergence import registry
-from emergence.tasks.base import EOS, PAD, Example, TaskInputError, Vocab
+from emergence.tasks.base import EOS, PAD, Example, Vocab, int_param
 
 # ---------------------------------------------------------------------------------------------- shared
-
-
-def _int_param(params: dict[str, Any], name: str, low: int, high: int | None) -> int:
-    """One integer parameter in [low, high] (no upper bound when high is None); bools are not integers here."""
-    value = params[name]
-    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TaskInputError(f"params.{name}", f"{name} = {value!r}; must be {allowed}")
-    if value < low or (high is not None and value > high):
-        raise TaskInputError(f"params.{name}", f"{name} = {value}; must be {allowed}")
-    return int(value)
 
 
 # ------------------------------------------------------------------------------------ maximum subarray
@@ -72,7 +61,7 @@ class MaximumSubarray:
         return dict(self.levels[level])
 
     def _check(self, params: dict[str, Any]) -> int:
-        return _int_param(params, "length", 1, None)
+        return int_param(params, "length", 1, None)
 
     def vocab(self, params: dict[str, Any]) -> Vocab:
         # The value alphabet does not depend on the length, so every level shares it as it is.
@@ -182,8 +171,8 @@ class ActivitySelection:
         return dict(self.levels[level])
 
     def _check(self, params: dict[str, Any]) -> tuple[int, int]:
-        n = _int_param(params, "n_activities", 1, len(ACTIVITY_TOKENS))
-        max_start = _int_param(params, "max_start", 0, len(TIME_TOKENS) - 1)
+        n = int_param(params, "n_activities", 1, len(ACTIVITY_TOKENS))
+        max_start = int_param(params, "max_start", 0, len(TIME_TOKENS) - 1)
         return n, max_start
 
     def vocab(self, params: dict[str, Any]) -> Vocab:

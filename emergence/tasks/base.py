@@ -36,6 +36,22 @@ class TaskInputError(ValueError):
         super().__init__(message)
 
 
+def int_param(params: dict[str, Any], name: str, low: int = 1, high: int | None = None, odd: bool = False) -> int:
+    """``params[name]`` as an int in [low, high] (no upper bound when high is None), or TaskInputError naming it.
+
+    Booleans and floats are refused, not truncated: ``n_digits: true`` in a spec is a mistake, not 1.
+    """
+    value = params[name]
+    allowed = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+    if odd:
+        allowed = f"an odd {allowed.removeprefix('an ')} (so a majority never ties)"
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TaskInputError(f"params.{name}", f"{name} = {value!r}; allowed: {allowed}")
+    if value < low or (high is not None and value > high) or (odd and value % 2 == 0):
+        raise TaskInputError(f"params.{name}", f"{name} = {value}; allowed: {allowed}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Vocab:
     tokens: tuple[str, ...]

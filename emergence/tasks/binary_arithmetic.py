@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from emergence import registry
-from emergence.tasks.base import EOS, PAD, Example, TaskInputError, Vocab
+from emergence.tasks.base import EOS, PAD, Example, Vocab, int_param
 
 
 @registry.tasks.register("binary_addition")
@@ -103,11 +103,7 @@ class BinaryMultiplication:
         return dict(self.levels[level])
 
     def _check(self, params: dict[str, Any]) -> int:
-        n_bits = params["n_bits"]
-        # bool is an int subclass; "n_bits: true" in a spec is a mistake, not 1.
-        if isinstance(n_bits, bool) or not isinstance(n_bits, int | np.integer) or n_bits < 1:
-            raise TaskInputError("params.n_bits", f"n_bits = {n_bits!r}; must be an integer >= 1")
-        return int(n_bits)
+        return int_param(params, "n_bits")
 
     def vocab(self, params: dict[str, Any]) -> Vocab:
         return Vocab(("0", "1", "*", "=", EOS, PAD))

@@ -20,18 +20,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from emergence import registry
-from emergence.tasks.base import EOS, PAD, Example, TaskInputError, Vocab
+from emergence.tasks.base import EOS, PAD, Example, Vocab, int_param
 
 DIGITS: tuple[str, ...] = tuple("0123456789")
 INT64_DIGITS = 18  # 10**18 < 2**63: the widest operand numpy can draw in one go
-
-
-def _positive_int(params: dict[str, Any], name: str) -> int:
-    value = params[name]
-    # bool is an int subclass; "n_digits: true" in a spec is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise TaskInputError(f"params.{name}", f"{name} = {value!r}; must be an integer >= 1")
-    return int(value)
 
 
 def _uniform_below_power_of_ten(rng: np.random.Generator, width: int, n: int) -> list[int]:
@@ -80,7 +72,7 @@ class DecimalAddition:
         return dict(self.levels[level])
 
     def _check(self, params: dict[str, Any]) -> int:
-        return _positive_int(params, "n_digits")
+        return int_param(params, "n_digits")
 
     def vocab(self, params: dict[str, Any]) -> Vocab:
         # Digits, operator and "=" cover every width, so every level (and any explicit n_digits) shares it.
@@ -162,7 +154,7 @@ class DecimalMultiplication:
         return dict(self.levels[level])
 
     def _check(self, params: dict[str, Any]) -> tuple[int, int]:
-        return _positive_int(params, "n_digits_a"), _positive_int(params, "n_digits_b")
+        return int_param(params, "n_digits_a"), int_param(params, "n_digits_b")
 
     def vocab(self, params: dict[str, Any]) -> Vocab:
         return Vocab((*DIGITS, "*", "=", EOS, PAD))

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from emergence import registry
-from emergence.tasks.base import EOS, PAD, Example, TaskInputError, Vocab
+from emergence.tasks.base import EOS, PAD, Example, TaskInputError, Vocab, int_param
 
 # Upper bounds on explicit params: far beyond anything a small model learns, low enough that a typo (length 10**6)
 # fails at once instead of allocating gigabytes.
@@ -26,18 +26,6 @@ MAX_BITS = 4_096
 
 # The token of symbol (or digit, or bit) i is str(i); one table so example() never calls str() per token.
 SYMBOL_TOKENS: tuple[str, ...] = tuple(str(i) for i in range(MAX_SYMBOLS))
-
-
-def _int_param(params: dict[str, Any], name: str, low: int, high: int, odd: bool = False) -> int:
-    """The integer params[name], or TaskInputError naming the field; bools and floats are refused, not truncated."""
-    value = params[name]
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not low <= value <= high:
-        raise TaskInputError(f"params.{name}", f"{name}={value!r}; allowed: an integer from {low} to {high}")
-    if odd and value % 2 == 0:
-        raise TaskInputError(
-            f"params.{name}", f"{name}={value!r}; allowed: an odd integer (so a majority never ties)"
-        )
-    return int(value)
 
 
 @cache
@@ -68,8 +56,8 @@ class _SymbolSequence:
         return dict(self.levels[level])
 
     def _check(self, params: dict[str, Any]) -> tuple[int, int]:
-        length = _int_param(params, "length", 1, MAX_LENGTH)
-        n_symbols = _int_param(params, "n_symbols", 2, MAX_SYMBOLS)
+        length = int_param(params, "length", 1, MAX_LENGTH)
+        n_symbols = int_param(params, "n_symbols", 2, MAX_SYMBOLS)
         return length, n_symbols
 
     def vocab(self, params: dict[str, Any]) -> Vocab:
@@ -241,7 +229,7 @@ class Compare:
         return dict(self.levels[level])
 
     def _check(self, params: dict[str, Any]) -> int:
-        return _int_param(params, "n_digits", 1, MAX_DIGITS)
+        return int_param(params, "n_digits", 1, MAX_DIGITS)
 
     def vocab(self, params: dict[str, Any]) -> Vocab:
         # "=" is both the prompt's last token and the "equal" answer; the answer is read at a fixed place, so no clash.
@@ -325,7 +313,7 @@ class Parity:
         return dict(self.levels[level])
 
     def _check(self, params: dict[str, Any]) -> int:
-        return _int_param(params, "n_bits", 1, MAX_BITS)
+        return int_param(params, "n_bits", 1, MAX_BITS)
 
     def vocab(self, params: dict[str, Any]) -> Vocab:
         return Vocab((*BIT_TOKENS, "=", EOS, PAD))
@@ -388,8 +376,8 @@ class MajorityOfMajorities:
 
     def _check(self, params: dict[str, Any]) -> tuple[int, int]:
         # Both odd, so neither a group majority nor the majority of majorities can tie.
-        n_groups = _int_param(params, "n_groups", 1, MAX_BITS, odd=True)
-        group_size = _int_param(params, "group_size", 1, MAX_BITS, odd=True)
+        n_groups = int_param(params, "n_groups", 1, MAX_BITS, odd=True)
+        group_size = int_param(params, "group_size", 1, MAX_BITS, odd=True)
         if n_groups * group_size > MAX_BITS:
             raise TaskInputError(
                 "params.group_size",
