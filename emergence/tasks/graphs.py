@@ -258,19 +258,8 @@ class _GraphTask:
 # ------------------------------------------------------------------------------------------ traversals
 
 
-@registry.tasks.register("bfs")
-class BreadthFirstSearch(_GraphTask):
-    name: ClassVar[str] = "bfs"
-    description: ClassVar[str] = "s : u v , u v , ... = BFS visit order from s (every node), neighbours alphabetically"
-    feature_names: ClassVar[tuple[str, ...]] = ("queue", "visited")
-    feature_notes: ClassVar[dict[str, str]] = {
-        "queue": (
-            "queue/X = 1 if X is in the BFS queue just before the node of answer token j is dequeued (after the "
-            "previous node was dequeued and its undiscovered neighbours enqueued; the node itself is in it), at "
-            "the position predicting answer token j; none at EOS"
-        ),
-        "visited": "visited/X = 1 if X is among answer tokens 0..j-1 (already output), same positions; none at EOS",
-    }
+class _Traversal(_GraphTask):
+    """BFS and DFS: the input is (start node, connected graph), the answer an order of every node."""
 
     def input_space_size(self, params: dict[str, Any]) -> int:
         n, _ = _check(params)
@@ -289,6 +278,21 @@ class BreadthFirstSearch(_GraphTask):
         n_nodes, p = _check(params)
         graphs = _random_graphs(n_nodes, p, rng, n)
         return list(zip(rng.integers(0, n_nodes, size=n).tolist(), graphs, strict=True))
+
+
+@registry.tasks.register("bfs")
+class BreadthFirstSearch(_Traversal):
+    name: ClassVar[str] = "bfs"
+    description: ClassVar[str] = "s : u v , u v , ... = BFS visit order from s (every node), neighbours alphabetically"
+    feature_names: ClassVar[tuple[str, ...]] = ("queue", "visited")
+    feature_notes: ClassVar[dict[str, str]] = {
+        "queue": (
+            "queue/X = 1 if X is in the BFS queue just before the node of answer token j is dequeued (after the "
+            "previous node was dequeued and its undiscovered neighbours enqueued; the node itself is in it), at "
+            "the position predicting answer token j; none at EOS"
+        ),
+        "visited": "visited/X = 1 if X is among answer tokens 0..j-1 (already output), same positions; none at EOS",
+    }
 
     def example(self, raw_input: tuple[int, Graph], params: dict[str, Any]) -> Example:
         n, _ = _check(params)
@@ -316,7 +320,7 @@ class BreadthFirstSearch(_GraphTask):
 
 
 @registry.tasks.register("dfs")
-class DepthFirstSearch(_GraphTask):
+class DepthFirstSearch(_Traversal):
     name: ClassVar[str] = "dfs"
     description: ClassVar[str] = "s : u v , u v , ... = DFS preorder from s, smallest unvisited neighbour first"
     feature_names: ClassVar[tuple[str, ...]] = ("stack", "visited")
@@ -328,24 +332,6 @@ class DepthFirstSearch(_GraphTask):
         ),
         "visited": "visited/X = 1 if X is among answer tokens 0..j-1 (already output), same positions; none at EOS",
     }
-
-    def input_space_size(self, params: dict[str, Any]) -> int:
-        n, _ = _check(params)
-        return n * _connected_count(n, 1)
-
-    def chance_exact_match(self, params: dict[str, Any]) -> float:
-        # A uniform guess over the orders of all n nodes that begin with the start node (given in the prompt).
-        n, _ = _check(params)
-        return 1.0 / math.factorial(n - 1)
-
-    def enumerate_inputs(self, params: dict[str, Any]) -> list[tuple[int, Graph]]:
-        n, _ = _check(params)
-        return [(start, graph) for graph in _connected_graphs(n) for start in range(n)]
-
-    def random_inputs(self, params: dict[str, Any], rng: np.random.Generator, n: int) -> list[tuple[int, Graph]]:
-        n_nodes, p = _check(params)
-        graphs = _random_graphs(n_nodes, p, rng, n)
-        return list(zip(rng.integers(0, n_nodes, size=n).tolist(), graphs, strict=True))
 
     def example(self, raw_input: tuple[int, Graph], params: dict[str, Any]) -> Example:
         n, _ = _check(params)
