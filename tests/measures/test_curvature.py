@@ -29,14 +29,7 @@ from emergence.train.loop import answer_loss
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Thousands of products on tensors of a few hundred numbers: on a shared 2-core machine intra-op
-    threads only add synchronisation (50x slower here), so this module runs single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def symmetric_with_eigenvalues(eigenvalues: list[float], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
