@@ -11,9 +11,8 @@ one forward pass per measurement rather than one per product.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
@@ -23,6 +22,7 @@ from torch.func import functional_call
 
 from emergence import registry
 from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup
+from emergence.measures.parameters import evaluation_mode, matches_prefix
 from emergence.train.loop import answer_loss
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
@@ -194,7 +194,7 @@ def select_parameters(model: torch.nn.Module, prefixes: Literal["all"] | Sequenc
             selected[name] = parameter
             continue
         for prefix in prefixes:
-            if any(alias == prefix or alias.startswith(prefix.rstrip(".") + ".") for alias in aliases[id(parameter)]):
+            if any(matches_prefix(alias, prefix) for alias in aliases[id(parameter)]):
                 selected[name] = parameter
                 used.add(prefix)
     unused = [p for p in ([] if prefixes == "all" else prefixes) if p not in used]
@@ -203,19 +203,6 @@ def select_parameters(model: torch.nn.Module, prefixes: Literal["all"] | Sequenc
     if not selected:
         raise ValueError("no trainable parameters selected")
     return selected
-
-
-@contextlib.contextmanager
-def evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode inside (a Hessian under dropout is a different matrix at every product); the
-    caller's per-module train/eval flags restored after, even when a module differs from the root."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes.items():
-            module.train(training)
 
 
 def model_loss_hvp(

@@ -15,8 +15,7 @@ The Gram is accumulated in float64 over column blocks so small eigenvalues are n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -29,10 +28,10 @@ from pydantic import Field, PositiveInt
 from emergence import registry
 from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup
 from emergence.measures.geometry import rankme
+from emergence.measures.parameters import evaluation_mode, matches_prefix, readable_name
 from emergence.tasks.base import Split
 
 GRAM_COLUMN_BLOCK = 16_384  # float64 copies of at most n x this many gradient entries at once
-BRIDGE_WRAPPER = "._original_component"  # TransformerBridge's infix in every parameter name
 
 LogLikelihood = Callable[..., torch.Tensor]  # (params, *one_example_inputs) -> scalar
 
@@ -133,17 +132,6 @@ def first_parameters(named_shapes: Sequence[tuple[str, int]], limit: int | None)
     return selection
 
 
-def readable_name(name: str) -> str:
-    """``layers.0._original_component.attn...`` -> ``layers.0.attn...``: what a person writes in a spec."""
-    return name.replace(BRIDGE_WRAPPER, "")
-
-
-def matches_prefix(name: str, prefix: str) -> bool:
-    """Whole dotted components only: ``layers.1`` selects ``layers.1.*`` but not ``layers.10.*``."""
-    prefix = prefix.rstrip(".")
-    return any(candidate == prefix or candidate.startswith(prefix + ".") for candidate in (name, readable_name(name)))
-
-
 def select_parameters(
     named_shapes: Sequence[tuple[str, int]], parameters: Literal["first"] | Sequence[str], limit: int | None
 ) -> list[ParameterSlice]:
@@ -159,18 +147,6 @@ def select_parameters(
 
 
 # -- the model side ------------------------------------------------------------------------------
-
-
-@contextmanager
-def evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
-    """eval() for the measurement, then every submodule's own train/eval flag back as it was."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes.items():
-            module.training = training
 
 
 def model_log_likelihood(model: torch.nn.Module) -> LogLikelihood:

@@ -39,7 +39,7 @@ from torch.func import functional_call
 
 from emergence import registry
 from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup
-from emergence.measures.curvature import evaluation_mode
+from emergence.measures.parameters import evaluation_mode
 from emergence.train.loop import answer_loss
 
 # loss_fn(params, example indices) -> mean loss over those examples, differentiable in params.

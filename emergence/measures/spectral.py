@@ -18,7 +18,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from emergence import registry
 from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup
-from emergence.measures.gradients import matches_prefix, readable_name
+from emergence.measures.parameters import matches_prefix, readable_name
 
 # "auto" projects only above this many selected parameters: below it W * P float32 deltas are <= 80 MB
 # at W = 10 and the exact Gram costs a few W * P multiply-adds, so projecting would only add error.

@@ -16,11 +16,11 @@ from emergence.measures.gradients import (
     answer_log_likelihood,
     first_parameters,
     gradient_gram,
-    matches_prefix,
     model_gradients,
     rankme_of_gram,
     select_parameters,
 )
+from emergence.measures.parameters import matches_prefix
 from emergence.models import build_model
 from emergence.spec.schema import ModelSpec
 from emergence.tasks import build_task
