@@ -12,12 +12,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from emergence.analysis.collapse import Collapse, collapse_of, top_down
 from emergence.analysis.events import emergence_step, threshold_value
 from emergence.analysis.precursor import (
-    departure_onset,
+    change_point_onset,
     lead_in_intervals,
     peak_onset,
     verdict_for,
@@ -69,6 +70,7 @@ def analyze(
     families: dict[str, list[Collapse]] = {}
     signals = [k for k in journal.metric_keys() if any(is_signal(k, pattern) for pattern in spec.precursor.signals)]
     series = {key: journal.series(key) for key in signals}  # each series() call walks the whole journal
+    series = drop_unreliable(series, journal)
     for key in signals:
         match = PER_LAYER_KEY.match(key)
         steps, values = series[key]
@@ -118,13 +120,33 @@ def signal_onset(
     key: str, collapses: dict[str, Collapse], series: tuple[Any, Any], spec: AnalysisSpec
 ) -> tuple[int | None, str]:
     """(onset step, rule): recovery after collapse for geometry, the peak for the spectral gap ratio
-    (both METHODS.md), departure from the start for everything else (ours; ``precursor.departure_fraction``)."""
+    (both METHODS.md), the most significant change point for everything else (ours; ``precursor.change_point_alpha``)."""
     steps, values = series
     if key.startswith("geometry/"):
         return collapses[key].recovery_onset, "recovery"
     if key.startswith("spectral/gap_ratio"):
         return peak_onset(steps, values), "peak"
-    return departure_onset(steps, values, spec.precursor.departure_fraction, spec.collapse.persistence), "departure"
+    return change_point_onset(steps, values, spec.precursor.change_point_alpha, spec.collapse.persistence), "change_point"
+
+
+def drop_unreliable(series: dict[str, tuple[Any, Any]], journal: JournalContents) -> dict[str, tuple[Any, Any]]:
+    """Leave out the measurements a measure flagged itself (``<family>/unreliable`` = 1, e.g. an LLC estimate
+    whose SGLD trace still rose), so a verdict never rests on a number its own measure disowned."""
+    keys = set(journal.metric_keys())
+    flags: dict[str, set[int]] = {}
+    kept = {}
+    for key, (steps, values) in series.items():
+        family = key.split("/", 1)[0]
+        flag_key = f"{family}/unreliable"
+        if flag_key not in keys or key == flag_key:
+            kept[key] = (steps, values)
+            continue
+        if family not in flags:
+            flag_steps, flag_values = journal.series(flag_key)
+            flags[family] = {int(s) for s, v in zip(flag_steps, flag_values, strict=True) if v > 0}
+        reliable = np.array([int(s) not in flags[family] for s in steps], dtype=bool)
+        kept[key] = (steps[reliable], values[reliable])
+    return kept
 
 
 def write_analysis(run_dir: Path, analysis: dict[str, Any]) -> None:

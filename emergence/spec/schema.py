@@ -173,8 +173,8 @@ class CollapseSpec(Strict):
 class PrecursorSpec(Strict):
     min_lead_intervals: PositiveFloat = Field(2, description="precursor when the lead is at least this many measurement intervals")
     signals: list[str] = Field(default_factory=lambda: ["geometry/"], description="metric keys judged as signals: a prefix ending in /, a glob (gradient/*_rank) or an exact key")
-    departure_fraction: float = Field(
-        0.1, gt=0, lt=1, description="onset of a non-geometry signal: it leaves its start by this share of its largest excursion"
+    change_point_alpha: float = Field(
+        0.05, gt=0, lt=1, description="onset of a signal without collapse and recovery: its Pettitt change point, when significant at this level"
     )
 
 

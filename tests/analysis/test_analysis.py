@@ -106,23 +106,51 @@ def test_signal_patterns_are_prefixes_globs_or_exact_keys():
     assert not is_signal("geometry_extra/x", "geometry/")
 
 
-def test_departure_onset_is_the_first_lasting_move_away_from_the_start():
-    from emergence.analysis.precursor import departure_onset
+def test_change_point_onset_is_the_step_after_the_most_significant_shift():
+    from emergence.analysis.precursor import change_point_onset
 
-    steps = np.arange(0, 1001, 50)
-    rising = np.where(steps < 400, 1.0, 1.0 + (steps - 400) / 100.0)  # flat, then rises to 7
-    assert departure_onset(steps, rising, 0.1, 3) == 500  # 1.0 + 0.6 is the first value beyond 10% of 6
-    blip = np.ones(len(steps))
-    blip[3] = 5.0  # a single spike is not a lasting departure ...
-    blip[10:] = 2.0  # ... the later shift is (10% of the largest excursion, 4, is 0.4)
-    assert departure_onset(steps, blip, 0.1, 3) == 500
-    assert departure_onset(steps, np.full(len(steps), 3.0), 0.1, 3) is None
-    with_nan = rising.copy()
-    with_nan[11] = np.nan
-    assert departure_onset(steps, with_nan, 0.1, 3) == 500
+    rng = np.random.default_rng(3)
+    steps = np.arange(0, 2000, 100)
+    shifted = np.r_[rng.normal(10.0, 1.0, 12), rng.normal(4.0, 1.0, 8)]
+    assert change_point_onset(steps, shifted, 0.05, 3) == 1200
+    spiky = shifted.copy()
+    spiky[4] = 1e6  # one outlying estimate does not move a rank-based change point
+    assert change_point_onset(steps, spiky, 0.05, 3) == 1200
+    assert change_point_onset(steps, rng.normal(0.0, 1.0, 20), 0.05, 3) is None  # noise has no onset
+    assert change_point_onset(steps, np.full(20, 3.0), 0.05, 3) is None
+    late = np.r_[np.full(18, 5.0), 1.0, 1.0]  # a shift in the last two points is shorter than persistence
+    assert change_point_onset(steps, late, 0.05, 3) != 1800
+    with_nan = shifted.copy()
+    with_nan[15] = np.nan
+    assert change_point_onset(steps, with_nan, 0.05, 3) == 1200
 
 
-def test_non_geometry_signals_get_departure_or_peak_onsets(tmp_path):
+def test_change_point_permutation_test_holds_its_false_alarm_rate():
+    from emergence.analysis.precursor import change_point_onset
+
+    rng = np.random.default_rng(4)
+    steps = np.arange(30)
+    alarms = sum(change_point_onset(steps, rng.normal(size=30), 0.05, 3) is not None for _ in range(200))
+    assert alarms <= 20  # 5% of 200 is 10; 20 would be far outside binomial noise
+
+
+def test_unreliable_measurements_are_left_out_of_onsets(tmp_path):
+    journal = Journal(tmp_path)
+    for s in range(0, 1001, 50):
+        rising = s >= 750
+        journal.append_values(s, {
+            "behavior/test/exact_match": 1.0 if s >= 800 else 0.0,
+            "llc/mean": (20.0 if rising else 5.0) + (60.0 if s == 200 else 0.0),
+            "llc/unreliable": 1.0 if s in (200, 250, 300) else 0.0,
+        })
+    contents = journal.read()
+    from emergence.analysis import drop_unreliable
+
+    steps, _ = drop_unreliable({"llc/mean": contents.series("llc/mean")}, contents)["llc/mean"]
+    assert 200 not in steps and 300 not in steps and 0 in steps and 750 in steps
+
+
+def test_non_geometry_signals_get_change_point_or_peak_onsets(tmp_path):
     journal = Journal(tmp_path)
     for s in range(0, 1001, 50):
         journal.append_values(s, {
@@ -132,6 +160,6 @@ def test_non_geometry_signals_get_departure_or_peak_onsets(tmp_path):
         })
     spec = AnalysisSpec(precursor={"signals": ["llc/mean", "spectral/gap_ratio"]})
     by_signal = {v["signal"]: v for v in analyze(journal.read(), spec, chance=0.0, every=50)["verdicts"]}
-    assert (by_signal["llc/mean"]["onset_step"], by_signal["llc/mean"]["onset_rule"]) == (750, "departure")
+    assert (by_signal["llc/mean"]["onset_step"], by_signal["llc/mean"]["onset_rule"]) == (750, "change_point")
     assert by_signal["llc/mean"]["verdict"] == "synchronous"
     assert (by_signal["spectral/gap_ratio"]["onset_step"], by_signal["spectral/gap_ratio"]["verdict"]) == (300, "precursor")
