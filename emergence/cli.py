@@ -265,13 +265,14 @@ def calibrate_llc(
                    "batch_size": batch_size, "rise_tolerance": rise_tolerance}
         json_path, png_path = llc_module.write_calibration(results, best, loaded.run_dir, context)
         table = Table(title=f"LLC calibration, step {loaded.step}")
-        for column in ("#", "lr", "localization", "nbeta", "llc mean", "llc std", "rise", "trace", ""):
+        for column in ("#", "lr", "localization", "nbeta", "llc mean", "llc std", "rise", "trace", "spread over γ", ""):
             table.add_column(column, no_wrap=True)
+        spreads = llc_module.localization_spread(results)
         for i, r in enumerate(results):
             e = r.estimate
             verdict = "NaN" if e.non_finite else ("rising" if e.rising else "flat")
             table.add_row(str(i), f"{r.settings.lr:g}", f"{r.settings.localization:g}", f"{r.settings.nbeta:.4g}",
-                          f"{e.mean:.4g}", f"{e.std:.3g}", f"{e.rise:.2f}", verdict, "recommended" if i == best else "")
+                          f"{e.mean:.4g}", f"{e.std:.3g}", f"{e.rise:.2f}", verdict, f"{spreads[i]:.2f}", "recommended" if i == best else "")
         console.print(table)
         if best is None:
             console.print("no setting gave flat, finite traces with a positive LLC: widen the grid", highlight=False)

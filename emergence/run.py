@@ -124,7 +124,21 @@ class Run:
         self.trainer = Trainer(self.model, self.task.train, spec.training, spec.seed, self.device)
         # Training-set behaviour only shows over- or under-fitting; a fixed slice of it is enough.
         self.train_eval = self.task.train.subset(torch.arange(min(len(self.task.train), TRAIN_EVAL_SIZE)))
-        setup = MeasureSetup(spec.model.n_layers, spec.model.d_model, self.task, self.device, spec.seed)
+        vocab_size, n_ctx = len(self.task.vocab), self.task.seq_len
+
+        def make_examples(train_size: int, test_size: int, seed: int) -> TaskData:
+            return build_task(t.name, t.level, t.params, train_size, test_size, 0, seed)
+
+        def initial_model() -> torch.nn.Module:
+            # fork_rng: building seeds the global generator, and training's randomness must not depend on
+            # whether (or when) a measure asked for the untrained model.
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                return build_model(spec.model, vocab_size, n_ctx, spec.seed, self.device)
+
+        setup = MeasureSetup(
+            spec.model.n_layers, spec.model.d_model, self.task, self.device, spec.seed,
+            make_examples=make_examples, initial_model=initial_model, total_steps=spec.training.steps,
+        )
         self.measures = build_measures(self.run_spec, setup)
         self.schedule = MeasurementSchedule(spec.schedule.every, spec.schedule.log_spaced_until, spec.training.steps)
 
@@ -237,11 +251,12 @@ class Run:
         )
         write_analysis(self.run_dir, analysis)
         verdicts = analysis["verdicts"]
-        if verdicts:
-            columns = list(verdicts[0])
-            rows = [[v[c] for c in columns] for v in verdicts]
-            self.journal.append_table("verdicts", columns, rows)
-            self.trackers.log_table("verdicts", columns, rows)
+        for table, entries in (("verdicts", verdicts), ("feature_verdicts", analysis["feature_verdicts"])):
+            if entries:
+                columns = list(entries[0])
+                rows = [[v[c] for c in columns] for v in entries]
+                self.journal.append_table(table, columns, rows)
+                self.trackers.log_table(table, columns, rows)
         summary: dict[str, Any] = {}
         for event in analysis["events"]:
             summary[f"emergence_step/{sanitize_key(event['metric'])}"] = event["step"] if event["step"] is not None else -1
@@ -249,6 +264,13 @@ class Run:
         for v in verdicts:
             counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
         summary.update({f"verdicts/{k}": n for k, n in counts.items()})
+        for v in analysis["feature_verdicts"]:
+            # One event per run in the common case; with per-level events the last one wins in the summary.
+            prefix = f"feature_verdict/{sanitize_key(v['feature'])}"
+            summary[f"{prefix}/verdict"] = v["verdict"]
+            summary[f"{prefix}/lead_steps"] = v["lead_steps"] if v["lead_steps"] is not None else "none"
+            if v["ablation_drop"] is not None:
+                summary[f"{prefix}/ablation_drop"] = v["ablation_drop"]
         for family in analysis["top_down"]:
             if family["spearman_rho"] is not None:
                 summary[f"top_down_rho/{family['family']}"] = family["spearman_rho"]

@@ -17,6 +17,7 @@ import yaml
 
 from emergence.analysis.collapse import Collapse, collapse_of, top_down
 from emergence.analysis.events import emergence_step, threshold_value
+from emergence.analysis.features import feature_verdicts, probe_onsets
 from emergence.analysis.precursor import (
     change_point_onset,
     lead_in_intervals,
@@ -84,7 +85,12 @@ def analyze(
         if match:
             families.setdefault(match["family"], []).append(result)
 
-    onsets = {key: signal_onset(key, collapses, series[key], spec) for key in signals if len(series[key][0])}
+    probe_onset_by_key = probe_onsets(journal, spec.collapse.persistence)
+    onsets = {
+        key: (probe_onset_by_key[key], "probe") if key in probe_onset_by_key else signal_onset(key, collapses, series[key], spec)
+        for key in signals
+        if len(series[key][0])
+    }
     verdicts = []
     for event in events:
         behavior_steps, behavior = journal.series(event["metric"])
@@ -97,6 +103,7 @@ def analyze(
                 lead_intervals = lead_in_intervals(steps, onset, event_step)
             verdicts.append(
                 {
+                    "kind": "signal",
                     "signal": key,
                     "event_metric": event["metric"],
                     "event_step": event_step,
@@ -113,6 +120,7 @@ def analyze(
         "collapse": [c.as_dict() for c in collapses.values()],
         "top_down": [top_down(family, members) for family, members in sorted(families.items())],
         "verdicts": verdicts,
+        "feature_verdicts": feature_verdicts(journal, events, spec.collapse.persistence),
     }
 
 
@@ -151,7 +159,9 @@ def drop_unreliable(series: dict[str, tuple[Any, Any]], journal: JournalContents
 
 def write_analysis(run_dir: Path, analysis: dict[str, Any]) -> None:
     (Path(run_dir) / ANALYSIS_FILE).write_text(json.dumps(analysis, indent=2), encoding="utf-8")
-    (Path(run_dir) / VERDICTS_FILE).write_text(json.dumps(analysis["verdicts"], indent=2), encoding="utf-8")
+    # verdicts.json: every verdict, signal ("kind": "signal") and probed feature ("kind": "feature").
+    everything = analysis["verdicts"] + analysis.get("feature_verdicts", [])
+    (Path(run_dir) / VERDICTS_FILE).write_text(json.dumps(everything, indent=2), encoding="utf-8")
 
 
 def chance_of(spec: Spec) -> tuple[float, dict[int, float]]:

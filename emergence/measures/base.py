@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -30,6 +31,11 @@ class MeasureSetup:
     task: TaskData
     device: torch.device
     seed: int
+    # Fresh examples of the run's task and level(s): (train size, test size, seed) -> TaskData with labels.
+    make_examples: Callable[[int, int, int], TaskData] | None = None
+    # The model as it was at step 0 (same init seed), for baselines such as the untrained-model probes.
+    initial_model: Callable[[], torch.nn.Module] | None = None
+    total_steps: int | None = None
 
 
 @dataclass

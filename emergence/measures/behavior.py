@@ -9,6 +9,9 @@ answer is reproduced iff the teacher-forced argmax equals the target at every an
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -20,9 +23,17 @@ EVAL_CHUNK = 1024
 
 @torch.inference_mode()
 def answer_statistics(
-    model: torch.nn.Module, split: Split, device: torch.device, autocast: str | None = None
+    model: torch.nn.Module,
+    split: Split,
+    device: torch.device,
+    autocast: str | None = None,
+    hooks: Callable[[Split], list[tuple[str, Callable[..., Any]]]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per example: summed answer loss, correct answer tokens, and whether every answer token is right."""
+    """Per example: summed answer loss, correct answer tokens, and whether every answer token is right.
+
+    ``hooks(chunk)`` gives forward hooks for one chunk of examples (an intervention such as an ablation);
+    exact match stays equal to greedy decoding under any hook that acts on each position from the prefix
+    alone, by the argument in the module docstring."""
     model.eval()
     losses, correct, exact = [], [], []
     for start in range(0, len(split), EVAL_CHUNK):
@@ -30,7 +41,10 @@ def answer_statistics(
         tokens = chunk.tokens.to(device)
         mask = chunk.target_mask.to(device)[:, 1:]
         with autocast_context(device, autocast):
-            logits = model(tokens)[:, :-1].float()
+            if hooks is None:
+                logits = model(tokens)[:, :-1].float()
+            else:
+                logits = model.run_with_hooks(tokens, fwd_hooks=hooks(chunk))[:, :-1].float()
         targets = tokens[:, 1:]
         token_loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         hits = (logits.argmax(-1) == targets) & mask

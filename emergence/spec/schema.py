@@ -239,6 +239,15 @@ class Spec(Strict):
                     f"measures.{index}.layers",
                     f"measure {measure.name!r} asks for layers {layers}, but the model has layers 0..{self.model.n_layers - 1}"
                 )
+            features = (measure.model_extra or {}).get("features")
+            if isinstance(features, list) and self.task.name in registry.tasks:
+                offered = registry.tasks.get(self.task.name).feature_names
+                unknown = [f for f in features if str(f).split("/", 1)[0] not in offered]
+                if unknown:
+                    raise FieldError(
+                        f"measures.{index}.features",
+                        f"measure {measure.name!r} asks for feature(s) {unknown}; task {self.task.name!r} has {list(offered)}",
+                    )
         return self
 
 

@@ -304,3 +304,33 @@ def test_a_negative_estimate_is_unreliable():
                            rising=False, non_finite=False, trace=flat, baseline=flat, num_burnin_steps=1)
     assert estimate.unreliable
     assert not LLCEstimate(**{**estimate.__dict__, "mean": 3.0}).unreliable
+
+
+def test_recommendation_prefers_the_step_size_whose_llc_is_stable_across_localizations():
+    from emergence.measures.llc import (
+        CalibrationResult,
+        LLCEstimate,
+        SGLDSettings,
+        localization_spread,
+        recommend,
+    )
+
+    flat = np.zeros((2, 4))
+
+    def result(lr: float, gamma: float, mean: float, std: float) -> CalibrationResult:
+        estimate = LLCEstimate(mean=mean, std=std, per_chain=np.array([mean, mean]), init_loss=1.0, nbeta=46.0, rise=0.0,
+                               rising=False, non_finite=False, trace=flat, baseline=flat, num_burnin_steps=1)
+        return CalibrationResult(SGLDSettings(lr, gamma, 46.0, 2, 4, 1), estimate)
+
+    # The addition checkpoint's sweep (step 1000): every trace flat; lr = 1e-3 has the smallest chain spread
+    # at gamma = 1000 but an LLC that more than doubles with gamma.
+    results = [
+        result(1e-4, 10, 35.25, 1.32), result(1e-3, 10, 48.29, 2.6),
+        result(1e-4, 100, 34.24, 1.92), result(1e-3, 100, 52.03, 2.73),
+        result(1e-4, 1000, 31.25, 0.164), result(1e-3, 1000, 108.9, 0.39),
+    ]
+    spread = localization_spread(results)
+    assert spread[0] == pytest.approx((35.25 - 31.25) / np.mean([35.25, 34.24, 31.25]))
+    assert spread[1] == spread[3] == spread[5] > 0.8
+    assert recommend(results) == 4  # lr 1e-4; among its gammas the lowest std/mean
+    assert recommend(results[:2]) == 0  # one gamma each: chain agreement alone decides (1.32/35 < 2.6/48)
