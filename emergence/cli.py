@@ -230,7 +230,7 @@ def calibrate_llc(
     lr: Annotated[list[float] | None, typer.Option("--lr", help="SGLD step sizes to sweep (repeatable)")] = None,
     localization: Annotated[list[float] | None, typer.Option("--localization", help="gammas to sweep (repeatable)")] = None,
     nbeta: Annotated[list[float] | None, typer.Option("--nbeta", help="n*beta values (repeatable; default: devinterp's m/log m)")] = None,
-    num_chains: Annotated[int, typer.Option(help="chains per setting")] = 2,
+    num_chains: Annotated[int, typer.Option(help="chains per setting (3 or more: rising traces are then tested across chains)")] = 4,
     num_draws: Annotated[int, typer.Option(help="draws per chain")] = 50,
     num_burnin_steps: Annotated[int, typer.Option(help="burn-in steps per chain")] = 25,
     n_examples: Annotated[int, typer.Option(help="training subset size, as the llc measure's option")] = 1024,

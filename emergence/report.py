@@ -53,6 +53,10 @@ VERDICT_COLUMNS = (
     "verdict",
     "xcorr_lag_steps",
 )
+FEATURE_COLUMNS = (
+    "feature", "verdict", "onset_step", "event_step", "lead_steps", "loss_at_onset", "plateau_loss", "baseline",
+    "final_accuracy", "ablation_baseline", "ablation_ablated", "ablation_control", "ablation_drop", "ablation_relative_drop",
+)
 COLLAPSE_COLUMNS = ("signal", "layer", "initial", "floor", "floor_step", "collapse_step", "recovery_onset")
 KNOWN_VERDICTS = ("precursor", "synchronous", "lagging", "no_signal", "no_emergence")
 
@@ -61,6 +65,7 @@ MAX_LEGEND_LAYERS = 12
 
 _LAYER_KEY = re.compile(r"^geometry/(?P<family>.+)/L(?P<layer>\d+)$")
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9_-]+")
+_PROBE_KEY = re.compile(r"^probe/(?P<family>[^/]+)/accuracy$")
 
 
 @dataclass
@@ -75,6 +80,7 @@ class RunData:
     journal: JournalContents
     analysis: dict[str, Any] | None
     verdicts: list[dict[str, Any]]
+    feature_verdicts: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -83,7 +89,7 @@ def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     data = load_run(run_dir)
     behavior_plot = plot_behavior(data, run_dir / BEHAVIOR_PLOT)
-    plots = ([behavior_plot] if behavior_plot else []) + plot_geometry_families(data, run_dir)
+    plots = ([behavior_plot] if behavior_plot else []) + plot_geometry_families(data, run_dir) + plot_probes(data, run_dir)
     page = render_html(data, plots)
     path = run_dir / REPORT_FILE
     tmp = path.with_suffix(".html.tmp")
@@ -120,7 +126,8 @@ def load_run(run_dir: Path) -> RunData:
         spec_text=spec_text,
         journal=read_journal(run_dir),
         analysis=analysis,
-        verdicts=[v for v in verdicts if isinstance(v, dict)],
+        verdicts=[v for v in verdicts if isinstance(v, dict) and v.get("kind") != "feature"],
+        feature_verdicts=[v for v in verdicts if isinstance(v, dict) and v.get("kind") == "feature"],
         notes=notes,
     )
 
@@ -217,6 +224,45 @@ def plot_geometry_families(data: RunData, run_dir: Path) -> list[str]:
         names.append(
             _plot_geometry_family(data.journal, family, layer_keys, collapse_by_signal, events, path)
         )
+    return names
+
+
+def plot_probes(data: RunData, run_dir: Path) -> list[str]:
+    """One PNG per probed feature family: held-out accuracy against the untrained-model baseline (with the
+    2-standard-error margin), the probe onset and the emergence event, and the test loss on a second axis."""
+    verdict_by_feature = {v.get("feature"): v for v in data.feature_verdicts}
+    events = _analysis_list(data, "events")
+    names = []
+    for key in sorted(k for k in data.journal.metric_keys() if _PROBE_KEY.match(k)):
+        family = _PROBE_KEY.match(key)["family"]  # type: ignore[index]
+        fig = Figure(figsize=(9, 4.2), layout="constrained")
+        ax = fig.subplots()
+        steps, accuracy = _plot_series(ax, data.journal, key, "probe accuracy (best layer per position)", color="tab:blue")
+        _, baseline = data.journal.series(f"probe/{family}/baseline")
+        _, se = data.journal.series(f"probe/{family}/se")
+        if len(baseline) == len(steps) and len(se) == len(steps):
+            ax.plot(steps, baseline, color="grey", linestyle="--", linewidth=1, label="untrained-model baseline")
+            ax.fill_between(steps, baseline, baseline + 2 * se, color="grey", alpha=0.15, label="baseline + 2 SE")
+        verdict = verdict_by_feature.get(family, {})
+        onset = _finite(verdict.get("onset_step"))
+        if onset is not None:
+            ax.axvline(onset, color="tab:green", linestyle=":", linewidth=1.5, label=f"probe onset @ {onset:g} ({verdict.get('verdict')})")
+        _mark_events(ax, events, with_labels=True)
+        ax.set_xlabel("step")
+        ax.set_ylabel("held-out probe accuracy")
+        ax.set_title(f"Probe: {family}")
+        ax.grid(alpha=0.3)
+        loss_steps, loss = data.journal.series("behavior/test/loss")
+        if len(loss_steps):
+            loss_ax = ax.twinx()
+            loss_ax.plot(loss_steps, loss, color="tab:orange", alpha=0.6, linewidth=1, label="test loss")
+            loss_ax.set_ylabel("test loss", color="tab:orange")
+            handles, labels = ax.get_legend_handles_labels()
+            more_handles, more_labels = loss_ax.get_legend_handles_labels()
+            ax.legend(handles + more_handles, labels + more_labels, fontsize="small", loc="best")
+        else:
+            ax.legend(fontsize="small", loc="best")
+        names.append(_save(fig, run_dir / plot_filename(f"probe/{family}")))
     return names
 
 
@@ -394,6 +440,7 @@ def render_html(data: RunData, plots: Sequence[str]) -> str:
         _header(data, state),
         _section("Summary", _summary(data)),
         _section("Precursor verdicts", _verdict_table(data)),
+        *([_section("Quiet features", _feature_table(data))] if data.feature_verdicts else []),
         _section("Collapse", _collapse_table(data)),
         _section("Plots", _plots(plots)),
         _section("Resolved spec", _spec_block(data)),
@@ -487,6 +534,23 @@ def _verdict_table(data: RunData) -> str:
         return "<p>No verdicts.</p>"
     columns = _columns(VERDICT_COLUMNS, data.verdicts)
     return _table(columns, data.verdicts, cell_class=_verdict_cell_class)
+
+
+def _feature_table(data: RunData) -> str:
+    intro = (
+        "<p>A feature is <em>quiet</em> when its probe beats the untrained-model baseline by more than 2 standard "
+        "errors while the test loss is still on its plateau, before the emergence event; <em>loud</em> when it "
+        "only does so as the loss moves; <em>never</em> when it never does. Ablation columns: exact match on the "
+        "test set with the feature's probe directions removed, against random directions moved by the same "
+        "amount (the last ablation of the run).</p>"
+    )
+    return intro + _table(_columns(FEATURE_COLUMNS, data.feature_verdicts), data.feature_verdicts, cell_class=_feature_cell_class)
+
+
+def _feature_cell_class(column: str, value: Any) -> str | None:
+    if column != "verdict":
+        return None
+    return {"quiet": "verdict-precursor", "loud": "verdict-synchronous", "never": "verdict-no_signal"}.get(str(value), "verdict-other")
 
 
 def _collapse_table(data: RunData) -> str:

@@ -213,7 +213,7 @@ class Run:
                 values[f"cost/{measure.name}"] = time.perf_counter() - started
             for name, (columns, rows) in context.tables.items():
                 self.journal.append_table(name, columns, rows, step=step)
-                self.trackers.log_table(name, columns, rows)
+                self.trackers.log_table(name, columns, rows, step=step)
         values = {sanitize_key(k): float(v) for k, v in values.items()}
         self.journal.append_values(step, values)
         self.trackers.log_metrics(values, step)

@@ -47,6 +47,7 @@ BatchLoss = Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 
 # One-sided level of the across-chain t-test on the trace's slope (see ``trace_rise``).
 RISE_SIGNIFICANCE = 0.95
+MIN_CHAINS_FOR_TEST = 3  # below this, each chain's own rise decides (see ``estimate_llc``)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,8 @@ def estimate_llc(
     """LLC = nbeta (mean minibatch loss over the draws - L(w*)) per chain; burn-in steps are dropped.
 
     Unreliable when a chain (or L(w*)) is non-finite, or when the excess loss after burn-in still rises
-    by more than ``rise_tolerance`` of itself, significantly across chains (``trace_rise``).
+    by more than ``rise_tolerance`` of itself, significantly across chains (``trace_rise``); with fewer than
+    3 chains, in every chain.
     """
     draws = trace.loss[:, num_burnin_steps:]
     finite_rows = np.isfinite(draws).all(axis=1)
@@ -195,7 +197,15 @@ def estimate_llc(
     if finite.size and math.isfinite(init_loss):
         excess = draws[finite_rows] - trace.baseline[finite_rows, num_burnin_steps:]
         relative, significant = trace_rise(excess)
-        rising = significant and relative > rise_tolerance
+        if excess.shape[0] < MIN_CHAINS_FOR_TEST:
+            # A t-test across 2 chains has 1 degree of freedom and almost never rejects (critical t = 6.3):
+            # on the addition plateau it let traces that climbed 60% pass as flat. Instead every chain must
+            # rise by more than the tolerance on its own.
+            half = excess.shape[1] // 2
+            chain_rises = (excess[:, half:].mean(axis=1) - excess[:, :half].mean(axis=1)) / max(abs(float(excess.mean())), 1e-12)
+            rising = half >= 1 and bool((chain_rises > rise_tolerance).all())
+        else:
+            rising = significant and relative > rise_tolerance
         mean, std = float(finite.mean()), float(finite.std())
     else:
         relative, rising, mean, std = math.nan, False, math.nan, math.nan

@@ -63,7 +63,7 @@ def assert_run_complete(client, run, run_spec, run_dir):
     local = client.download_artifacts(run.info.run_id, table_path, str(run_dir / "downloaded"))
     with open(local) as handle:
         table = json.load(handle)
-    verdicts = json.loads((run_dir / "verdicts.json").read_text())
+    verdicts = [v for v in json.loads((run_dir / "verdicts.json").read_text()) if v["kind"] == "signal"]
     rows = table.get("data", table)
     assert len(rows) == len(verdicts)
     assert [row[table["columns"].index("verdict")] for row in rows] == [v["verdict"] for v in verdicts]
@@ -116,3 +116,46 @@ def test_server_that_goes_away_never_stops_training(tiny_raw, write_spec, mlflow
     assert "mlflow" in status["trackers_behind"]
     assert [s for s, _ in read_journal(run_dir).values][-1] == 80  # every value is in the journal
     assert time.perf_counter() - started < 300
+
+
+def test_probes_ablation_and_feature_verdicts_land_in_mlflow(tiny_raw, write_spec, sqlite_tracking_uri):
+    """A tiny run with probes and an ablation: the per-step probe tables, the ablation table, the feature
+    verdicts and the scalars are all in the real MLflow store, and agree with the run directory."""
+    tiny_raw["measures"] = [
+        {"name": "probe", "features": ["carry", "carry_in"], "every": 20},
+        {"name": "ablation", "features": ["carry_in"], "n_controls": 2, "n_bootstrap": 200},
+    ]
+    tiny_raw["analysis"] = {"precursor": {"signals": ["probe/*/accuracy"]}}
+    run_spec = tiny_run_spec(tiny_raw, write_spec, sqlite_tracking_uri, experiment="e2e-probes")
+    outcome = run_one(run_spec)
+    assert outcome.state == "completed", outcome.reason
+    client = MlflowClient(sqlite_tracking_uri)
+    run = the_mlflow_run(client, "e2e-probes", run_spec.run_key)
+    run_dir = run_directory(run_spec)
+    assert_mlflow_matches_journal(client, run, run_dir)  # probe/... and ablation/... scalars included
+    metrics = run.data.metrics
+    assert {"probe/carry/accuracy", "probe/carry/baseline", "probe/carry_in/se", "ablation/carry_in/drop"} <= set(metrics)
+
+    tables = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
+    assert {f"tables/probes_step{step:08d}.json" for step in (0, 20, 40, 60)} <= tables
+    assert "tables/ablation_step00000060.json" in tables and "tables/feature_verdicts.json" in tables
+
+    def download(path: str) -> dict:
+        with open(client.download_artifacts(run.info.run_id, path, str(run_dir / "downloaded"))) as handle:
+            return json.load(handle)
+
+    probes = download("tables/probes_step00000060.json")
+    journal_table = next(t for t in read_journal(run_dir).tables if t["table"] == "probes" and t["step"] == 60)
+    assert probes["columns"] == journal_table["columns"] and len(probes["data"]) == len(journal_table["rows"]) > 0
+    features = download("tables/feature_verdicts.json")
+    expected = [v for v in json.loads((run_dir / "verdicts.json").read_text()) if v["kind"] == "feature"]
+    assert [row[features["columns"].index("feature")] for row in features["data"]] == [v["feature"] for v in expected]
+    assert [row[features["columns"].index("verdict")] for row in features["data"]] == [v["verdict"] for v in expected]
+    assert {v["feature"] for v in expected} == {"carry", "carry_in"}
+    assert run.data.tags["emergence.summary.feature_verdict/carry_in/verdict"] == expected[-1]["verdict"]
+    assert expected[-1]["ablation_drop"] == pytest.approx(metrics["ablation/carry_in/drop"])
+    signal_rows = download("tables/verdicts.json")["data"]
+    assert len(signal_rows) == 2  # probe/carry/accuracy and probe/carry_in/accuracy as precursor signals
+    report = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert {"report/probe_carry.png", "report/probe_carry_in.png"} <= report
+    assert "Quiet features" in (run_dir / "report.html").read_text()

@@ -334,3 +334,12 @@ def test_recommendation_prefers_the_step_size_whose_llc_is_stable_across_localiz
     assert spread[1] == spread[3] == spread[5] > 0.8
     assert recommend(results) == 4  # lr 1e-4; among its gammas the lowest std/mean
     assert recommend(results[:2]) == 0  # one gamma each: chain agreement alone decides (1.32/35 < 2.6/48)
+
+
+def test_with_two_chains_every_chain_must_rise_on_its_own():
+    draws = np.linspace(0.0, 1.0, 40)
+    climbing, flat = 1.0 + draws, np.full(40, 1.5)
+    both = estimate_llc(SGLDTrace(np.stack([climbing, climbing + 0.1]), np.zeros((2, 40))), 0.0, 1.0, 0, 0.1)
+    assert both.rising and both.unreliable  # a t-test across two chains would have passed this as flat
+    one = estimate_llc(SGLDTrace(np.stack([climbing, flat]), np.zeros((2, 40))), 0.0, 1.0, 0, 0.1)
+    assert not one.rising

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from emergence.spec import resolve
 
@@ -33,6 +34,10 @@ def test_shipped_spec_runs_end_to_end_when_shrunk(path, tmp_path):
         "task.train_size=64", "task.test_size=32", "task.diagnostic_size=16", "tracking=[]",
         f"execution.output_dir={tmp_path}",
     ]
+    measures = yaml.safe_load(path.read_text(encoding="utf-8")).get("measures") or []
+    for index, measure in enumerate(measures):
+        if measure["name"] in ("probe", "ablation"):  # fresh probe examples: a few, not thousands
+            shrink += [f"measures.{index}.fit_size=120", f"measures.{index}.held_out_size=40"]
     (run,) = resolve(str(path), shrink)
     outcome = run_one(run)
     assert outcome.state == "completed", outcome.reason
