@@ -60,14 +60,20 @@ def addition_run_spec(overrides: list[str]) -> RunSpec:
     return run_spec
 
 
-def every_measure() -> str:
-    """A ``measures=`` override that turns on every registered measure with its default options."""
-    return "measures=[" + ",".join(f"{{name: {name}}}" for name in sorted(registry.measures.names())) + "]"
+# Options a measure cannot go without, and the ablation at every call rather than only at the last step.
+REQUIRED_OPTIONS = {"ablation": "features: [carry_in], at: schedule"}
 
 
-def time_measures(calls: int) -> tuple[float, dict[str, dict[str, Any]], RunSpec]:
+def every_measure(only: list[str] | None = None) -> str:
+    """A ``measures=`` override that turns on every registered measure (or ``only`` these) with its defaults."""
+    names = [name for name in sorted(registry.measures.names()) if only is None or name in only]
+    entries = [f"{{name: {name}, {REQUIRED_OPTIONS[name]}}}" if name in REQUIRED_OPTIONS else f"{{name: {name}}}" for name in names]
+    return "measures=[" + ",".join(entries) + "]"
+
+
+def time_measures(calls: int, only: list[str] | None) -> tuple[float, dict[str, dict[str, Any]], RunSpec]:
     """Median seconds of a training step, and per measure (plus behaviour and capture) the median seconds per call."""
-    run_spec = addition_run_spec([every_measure()])
+    run_spec = addition_run_spec([every_measure(only)])
     spec = run_spec.spec
     torch.manual_seed(spec.seed)
     device = torch.device("cpu")
@@ -76,7 +82,14 @@ def time_measures(calls: int) -> tuple[float, dict[str, dict[str, Any]], RunSpec
     model = build_model(spec.model, len(task.vocab), task.seq_len, spec.seed, device)
     trainer = Trainer(model, task.train, spec.training, spec.seed, device)
     train_eval = task.train.subset(torch.arange(min(len(task.train), TRAIN_EVAL_SIZE)))
-    measures = build_measures(run_spec, MeasureSetup(spec.model.n_layers, spec.model.d_model, task, device, spec.seed))
+    n_ctx = task.seq_len
+    setup = MeasureSetup(
+        spec.model.n_layers, spec.model.d_model, task, device, spec.seed,
+        make_examples=lambda n_train, n_test, seed: build_task(t.name, t.level, t.params, n_train, n_test, 0, seed),
+        initial_model=lambda: build_model(spec.model, len(task.vocab), n_ctx, spec.seed, device),
+        total_steps=spec.training.steps,
+    )
+    measures = build_measures(run_spec, setup)
 
     step_seconds = []
     for _ in range(WARMUP_STEPS):
@@ -238,6 +251,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2, help="timed calls per measure")
     parser.add_argument("--run-steps", type=int, default=1000, help="steps of the real run for the measuring share")
     parser.add_argument("--skip-run", action="store_true", help="skip the real run (part 2)")
+    parser.add_argument("--only", help="comma-separated measures to time (default: every registered one)")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the capture-memory comparison (part 3)")
     parser.add_argument("--memory-repeats", type=int, default=3)
     parser.add_argument("--memory-probe", choices=["forward", "capture", "run_with_cache"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -245,8 +260,9 @@ def main() -> None:
         memory_probe(args.memory_probe)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    memory_comparison(args.memory_repeats)
-    step_seconds, rows, run_spec = time_measures(args.calls)
+    if not args.skip_memory:
+        memory_comparison(args.memory_repeats)
+    step_seconds, rows, run_spec = time_measures(args.calls, args.only.split(",") if args.only else None)
     print_per_call_table(step_seconds, rows, run_spec)
     if not args.skip_run:
         measuring_share(args.run_steps)
