@@ -220,7 +220,7 @@ def best_per_cell(results: Sequence[ProbeResult]) -> dict[tuple[str, int], Probe
 def family_summary(results: Sequence[ProbeResult]) -> dict[str, dict[str, float]]:
     """Per feature family: the mean over (component, position) of the best layer's held-out accuracy,
     its standard error (the mean of the cells' binomial errors: cells share examples, so errors are not
-    averaged down), and the layer that is best on average."""
+    averaged down), the layer that is best on average, and each layer's mean accuracy (``L{layer}``)."""
     best = best_per_cell(results)
     summary: dict[str, dict[str, float]] = {}
     for family in sorted({family_of(r.feature) for r in results}):
@@ -234,6 +234,7 @@ def family_summary(results: Sequence[ProbeResult]) -> dict[str, dict[str, float]
             "se": float(np.mean([r.standard_error for r in cells])),
             "best_layer": float(max(by_layer, key=lambda layer: (np.mean(by_layer[layer]), -layer))),
             "cells": float(len(cells)),
+            **{f"L{layer}": float(np.mean(accuracies)) for layer, accuracies in sorted(by_layer.items())},
         }
     return summary
 
@@ -292,6 +293,9 @@ class Probe(ProbeFitting):
             values[f"probe/{family}/se"] = summary["se"]
             values[f"probe/{family}/best_layer"] = summary["best_layer"]
             values[f"probe/{family}/baseline"] = self.baseline_summary.get(family, {}).get("accuracy", math.nan)
+            for layer in self.layers:  # DESIGN.md's per-layer key: mean accuracy over the family's cells
+                if f"L{layer}" in summary:
+                    values[f"probe/{family}/L{layer}/acc"] = summary[f"L{layer}"]
         return values
 
     def state_dict(self) -> dict[str, Any]:

@@ -101,7 +101,8 @@ def test_family_summary_takes_the_best_layer_per_cell_and_the_mean_over_cells():
     assert summary["queue"]["accuracy"] == pytest.approx((0.9 + 0.8) / 2)
     assert summary["queue"]["se"] == pytest.approx((math.sqrt(0.09 / 100) + math.sqrt(0.16 / 100)) / 2)
     assert summary["queue"]["best_layer"] == 1  # mean 0.8 at layer 1 against 0.7 at layer 0
-    assert summary["carry"] == {"accuracy": 0.5, "se": pytest.approx(0.05), "best_layer": 0.0, "cells": 1.0}
+    assert summary["carry"] == {"accuracy": 0.5, "se": pytest.approx(0.05), "best_layer": 0.0, "cells": 1.0, "L0": 0.5, "L1": 0.5}
+    assert (summary["queue"]["L0"], summary["queue"]["L1"]) == (pytest.approx(0.7), pytest.approx(0.8))
 
 
 def test_fresh_examples_longer_than_the_model_context_are_dropped():
@@ -129,7 +130,9 @@ def test_probe_measure_on_a_real_bridge(setup):
     untrained = setup.initial_model()
     context = MeasureContext(step=0, model=untrained, activations={}, lr=1e-3)
     values = measure.compute(context)
-    assert set(values) == {"probe/carry/accuracy", "probe/carry/se", "probe/carry/best_layer", "probe/carry/baseline"}
+    assert set(values) == {
+        "probe/carry/accuracy", "probe/carry/se", "probe/carry/best_layer", "probe/carry/baseline", "probe/carry/L0/acc", "probe/carry/L1/acc",
+    }
     # At step 0 the model is the untrained model: probe and baseline are the same numbers.
     assert values["probe/carry/accuracy"] == values["probe/carry/baseline"]
     columns, rows = context.tables["probes"]
