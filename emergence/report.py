@@ -54,7 +54,7 @@ VERDICT_COLUMNS = (
     "xcorr_lag_steps",
 )
 FEATURE_COLUMNS = (
-    "feature", "verdict", "onset_step", "event_step", "lead_steps", "loss_at_onset", "plateau_loss", "baseline",
+    "feature", "verdict", "onset_step", "quiet_step", "event_step", "lead_steps", "loss_at_onset", "plateau_loss", "baseline",
     "final_accuracy", "ablation_baseline", "ablation_ablated", "ablation_control", "ablation_drop", "ablation_relative_drop",
 )
 COLLAPSE_COLUMNS = ("signal", "layer", "initial", "floor", "floor_step", "collapse_step", "recovery_onset")
@@ -539,8 +539,9 @@ def _verdict_table(data: RunData) -> str:
 def _feature_table(data: RunData) -> str:
     intro = (
         "<p>A feature is <em>quiet</em> when its probe beats the untrained-model baseline by more than 2 standard "
-        "errors while the test loss is still on its plateau, before the emergence event; <em>loud</em> when it "
-        "only does so as the loss moves; <em>never</em> when it never does. Ablation columns: exact match on the "
+        "errors at a step where the test loss is within 5% of its plateau value, before the emergence event "
+        "(<code>quiet_step</code>); <em>loud</em> when it only does so once the loss has left the plateau; "
+        "<em>never</em> when it never does. Ablation columns: exact match on the "
         "test set with the feature's probe directions removed, against random directions moved by the same "
         "amount (the last ablation of the run).</p>"
     )

@@ -23,10 +23,15 @@ PLATEAU_TOLERANCE = 0.05  # "the task loss is still within 5% of its plateau val
 ABLATION_FIELDS = ("drop", "relative_drop", "control_drop", "baseline", "ablated", "ablated_lo", "ablated_hi", "control")
 
 
+def beats_baseline(accuracy: np.ndarray, baseline: np.ndarray, se: np.ndarray) -> np.ndarray:
+    """Per measurement: does the probe beat its untrained-model baseline by more than 2 standard errors?"""
+    return np.nan_to_num(accuracy - baseline - MARGIN_STANDARD_ERRORS * se, nan=-1.0) > 0
+
+
 def probe_onset(steps: np.ndarray, accuracy: np.ndarray, baseline: np.ndarray, se: np.ndarray, persistence: int) -> int | None:
     """The first step where the probe beats its untrained-model baseline by more than 2 standard errors and
     keeps doing so for ``persistence`` measurements (or to the end of the run, if fewer remain)."""
-    beats = np.nan_to_num(accuracy - baseline - MARGIN_STANDARD_ERRORS * se, nan=-1.0) > 0
+    beats = beats_baseline(accuracy, baseline, se)
     for i in range(len(steps)):
         if beats[i : i + persistence].all():
             return int(steps[i])
@@ -71,10 +76,13 @@ def feature_verdicts(journal: JournalContents, events: list[dict[str, Any]], per
         event_step = event["step"]
         plateau = plateau_loss(loss_steps, loss, event_step)
         for family in families(journal):
-            steps, _ = journal.series(f"probe/{family}/accuracy")
+            steps, accuracy = journal.series(f"probe/{family}/accuracy")
+            _, baseline = journal.series(f"probe/{family}/baseline")
+            _, se = journal.series(f"probe/{family}/se")
             onset = onsets[f"probe/{family}/accuracy"]
             loss_at_onset = float(np.interp(onset, loss_steps, loss)) if onset is not None and len(loss_steps) else None
-            verdict = feature_verdict(onset, event_step, loss_at_onset, plateau)
+            quiet_step = first_quiet_step(steps, beats_baseline(accuracy, baseline, se), loss_steps, loss, plateau, event_step)
+            verdict = feature_verdict(onset, event_step, quiet_step)
             lead = event_step - onset if onset is not None and event_step is not None else None
             verdicts.append(
                 {
@@ -87,6 +95,7 @@ def feature_verdicts(journal: JournalContents, events: list[dict[str, Any]], per
                     "lead_intervals": lead_in_intervals(steps, onset, event_step) if lead is not None else None,
                     "loss_at_onset": loss_at_onset,
                     "plateau_loss": plateau,
+                    "quiet_step": quiet_step,
                     "baseline": last_finite(journal, f"probe/{family}/baseline"),
                     "final_accuracy": last_finite(journal, f"probe/{family}/accuracy"),
                     "verdict": verdict,
@@ -96,13 +105,30 @@ def feature_verdicts(journal: JournalContents, events: list[dict[str, Any]], per
     return verdicts
 
 
-def feature_verdict(onset: int | None, event_step: int | None, loss_at_onset: float | None, plateau: float | None) -> str:
+def first_quiet_step(
+    steps: np.ndarray, beats: np.ndarray, loss_steps: np.ndarray, loss: np.ndarray, plateau: float | None, event_step: int | None
+) -> int | None:
+    """The first measured step before the event where the probe beats its baseline while the test loss is
+    within 5% of its plateau value (METHODS.md: "at a step where the task loss is still within 5% of its
+    plateau value and before the emergence event")."""
+    if plateau is None or event_step is None or len(loss_steps) == 0:
+        return None
+    for step, beat in zip(steps, beats, strict=True):
+        if step >= event_step:
+            break
+        if beat and abs(float(np.interp(step, loss_steps, loss)) - plateau) <= PLATEAU_TOLERANCE * abs(plateau):
+            return int(step)
+    return None
+
+
+def feature_verdict(onset: int | None, event_step: int | None, quiet_step: int | None) -> str:
+    """quiet: decodable on the loss plateau before the event; loud: decodable only once the loss has left
+    its plateau (with the event, or in the fall just before it); never: no probe onset."""
     if event_step is None:
         return "no_emergence"
     if onset is None:
         return "never"
-    still_on_plateau = loss_at_onset is None or plateau is None or loss_at_onset >= (1 - PLATEAU_TOLERANCE) * plateau
-    return "quiet" if onset < event_step and still_on_plateau else "loud"
+    return "quiet" if quiet_step is not None else "loud"
 
 
 def last_finite(journal: JournalContents, key: str) -> float | None:
@@ -111,4 +137,4 @@ def last_finite(journal: JournalContents, key: str) -> float | None:
     return float(finite[-1]) if len(finite) else None
 
 
-__all__ = ["feature_verdict", "feature_verdicts", "plateau_loss", "probe_onset", "probe_onsets"]
+__all__ = ["feature_verdict", "feature_verdicts", "first_quiet_step", "plateau_loss", "probe_onset", "probe_onsets"]

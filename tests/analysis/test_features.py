@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emergence.analysis import analyze
-from emergence.analysis.features import feature_verdict, plateau_loss, probe_onset
+from emergence.analysis.features import feature_verdict, first_quiet_step, plateau_loss, probe_onset
 from emergence.record import Journal
 from emergence.spec.schema import AnalysisSpec
 
@@ -32,12 +32,22 @@ def test_plateau_is_the_median_loss_over_the_second_half_before_the_event():
 
 
 def test_verdict_rules():
-    assert feature_verdict(300, 800, 0.5, 0.5) == "quiet"
-    assert feature_verdict(100, 800, 1.5, 0.5) == "quiet"  # before the plateau is reached still counts
-    assert feature_verdict(700, 800, 0.3, 0.5) == "loud"  # the loss has already left the plateau
-    assert feature_verdict(850, 800, 0.1, 0.5) == "loud"
-    assert feature_verdict(None, 800, None, 0.5) == "never"
-    assert feature_verdict(300, None, 0.5, 0.5) == "no_emergence"
+    assert feature_verdict(300, 800, 450) == "quiet"
+    assert feature_verdict(700, 800, None) == "loud"
+    assert feature_verdict(None, 800, None) == "never"
+    assert feature_verdict(300, None, None) == "no_emergence"
+
+
+def test_quiet_needs_a_step_on_the_plateau_before_the_event():
+    steps = np.arange(0, 1001, 100)
+    loss = np.array([2.0, 1.0, 0.9, 0.52, 0.5, 0.5, 0.49, 0.3, 0.05, 0.01, 0.01])
+    plateau = 0.5
+    early = np.array([False, True, True, True, True, True, True, True, True, True, True])
+    assert first_quiet_step(steps, early, steps, loss, plateau, 800) == 300  # 0.52 is within 5% of 0.5
+    only_at_the_fall = steps >= 700
+    assert first_quiet_step(steps, only_at_the_fall, steps, loss, plateau, 800) is None  # 0.3 is off the plateau
+    assert first_quiet_step(steps, early, steps, loss, plateau, 300) is None  # nothing before the event
+    assert first_quiet_step(steps, early, steps, loss, None, 800) is None
 
 
 def test_feature_verdicts_in_the_analysis(tmp_path):
@@ -57,6 +67,7 @@ def test_feature_verdicts_in_the_analysis(tmp_path):
     analysis = analyze(journal.read(), spec, chance=0.0, every=50)
     by_feature = {v["feature"]: v for v in analysis["feature_verdicts"]}
     assert (by_feature["carry"]["verdict"], by_feature["carry"]["onset_step"], by_feature["carry"]["lead_steps"]) == ("quiet", 300, 500)
+    assert by_feature["carry"]["quiet_step"] == 300  # the loss sits at its plateau (0.5) from the start
     assert by_feature["carry"]["ablation_drop"] == 0.6 and by_feature["carry"]["ablation_control_drop"] == 0.02
     assert (by_feature["sum"]["verdict"], by_feature["sum"]["onset_step"]) == ("loud", 800)
     assert by_feature["noise"]["verdict"] == "never" and by_feature["noise"]["ablation_drop"] is None

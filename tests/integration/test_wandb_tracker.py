@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import wandb
 from emergence_wandb import WandbTracker
 from emergence_wandb.tracker import artifact_name, has_credentials, resolve_mode
 from wandb.proto import wandb_internal_pb2 as pb
@@ -152,6 +153,9 @@ def read_offline_run(wandb_file: Path) -> OfflineRun:
 
 
 def the_offline_run(run_dir: Path, run_key: str) -> OfflineRun:
+    # run.finish() only asks wandb-core to close the run's file, without waiting, and the last records
+    # can still sit in its write buffer when finish returns; teardown waits until every file is closed.
+    wandb.teardown()
     (wandb_file,) = run_dir.glob(f"wandb/offline-run-*-{run_key}/run-{run_key}.wandb")
     return read_offline_run(wandb_file)
 
