@@ -1,4 +1,4 @@
-"""The ``emergence`` command line: run, validate, ls, sample, report, calibrate-llc."""
+"""The ``emergence`` command line: run, validate, ls, sample, report, sync, calibrate-llc."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
+err_console = Console(stderr=True)
 
 SpecArgument = Annotated[Path, typer.Argument(help="a spec file, e.g. specs/addition.yaml")]
 OverridesArgument = Annotated[
@@ -220,6 +221,31 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory, runs/<
         _fail(f"error: {run_dir}: no journal.jsonl here; is this a run directory?")
     reanalyze(run_dir)
     console.print(f"report: {write_report(run_dir)}", highlight=False)
+
+
+@app.command()
+def sync(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories, runs/<spec>/<run_key>")],
+    tracker: Annotated[list[str] | None, typer.Option("--tracker", help="only this backend (repeatable), e.g. mlflow")] = None,
+) -> None:
+    """Replay each RUN_DIR's journal into its spec's trackers: the values a tracker missed while it was away,
+    or a whole run into a tracker it never saw. Safe to repeat with MLflow (it skips what it already holds)."""
+    from emergence.sync import sync_run
+
+    problems = 0
+    for run_dir in run_dirs:
+        if not (run_dir / "journal.jsonl").exists():
+            _fail(f"error: {run_dir}: no journal.jsonl here; is this a run directory?")
+        result = sync_run(run_dir, tracker)
+        for name in result.synced:
+            console.print(f"synced {run_dir} -> {name}", highlight=False)
+        for name, error in result.failed.items():
+            problems += 1
+            err_console.print(f"error: {run_dir} -> {name}: {error}", highlight=False)
+        if not result.synced and not result.failed:
+            console.print(f"{run_dir}: no trackers in its spec", highlight=False)
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command("calibrate-llc")

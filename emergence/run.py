@@ -90,6 +90,70 @@ def git_commit() -> str | None:
         return None
 
 
+TRACKER_RETRY_SECONDS = 30.0  # how often a run tries to bring a tracker that fell behind up to date
+
+
+def resolved_config(run_spec: RunSpec) -> dict[str, Any]:
+    """The resolved spec as written to ``spec.resolved.yaml`` and sent to trackers as the run's config."""
+    return {"run_key": run_spec.run_key, "grid_point": run_spec.grid_point, **run_spec.spec.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class TrackerStart:
+    """What every tracker is told when a run starts, or when a journal is replayed into it later."""
+
+    run_key: str
+    name: str
+    group: str
+    tags: dict[str, str]
+    config: dict[str, Any]
+    params: dict[str, Any]
+
+    @property
+    def arguments(self) -> tuple[str, str, str, dict[str, str], dict[str, Any]]:
+        return self.run_key, self.name, self.group, self.tags, self.config
+
+    @classmethod
+    def of(cls, run_spec: RunSpec, device: str, n_params: int) -> TrackerStart:
+        spec = run_spec.spec
+        tags = {
+            "emergence.spec": spec.name,
+            "emergence.task": spec.task.name,
+            "emergence.level": str(spec.task.level),
+            "emergence.version": __version__,
+        }
+        if commit := git_commit():
+            tags["emergence.git_commit"] = commit
+        tags.update({k: v for tracking in spec.tracking for k, v in tracking.tags.items()})
+        config = resolved_config(run_spec)
+        params = flatten({k: v for k, v in config.items() if k not in ("tracking", "execution", "grid")})
+        params.update({"run.device": device, "run.n_params": n_params})
+        return cls(run_spec.run_key, run_spec.display_name, spec.name, tags, config, params)
+
+
+def tracker_summary(analysis: dict[str, Any]) -> dict[str, Any]:
+    """The run summary trackers show: emergence steps, verdict counts, feature verdicts, top-down rho."""
+    verdicts = analysis["verdicts"]
+    summary: dict[str, Any] = {}
+    for event in analysis["events"]:
+        summary[f"emergence_step/{sanitize_key(event['metric'])}"] = event["step"] if event["step"] is not None else -1
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
+    summary.update({f"verdicts/{k}": n for k, n in counts.items()})
+    for v in analysis["feature_verdicts"]:
+        # One event per run in the common case; with per-level events the last one wins in the summary.
+        prefix = f"feature_verdict/{sanitize_key(v['feature'])}"
+        summary[f"{prefix}/verdict"] = v["verdict"]
+        summary[f"{prefix}/lead_steps"] = v["lead_steps"] if v["lead_steps"] is not None else "none"
+        if v["ablation_drop"] is not None:
+            summary[f"{prefix}/ablation_drop"] = v["ablation_drop"]
+    for family in analysis["top_down"]:
+        if family["spearman_rho"] is not None:
+            summary[f"top_down_rho/{family['family']}"] = family["spearman_rho"]
+    return summary
+
+
 def build_measures(run_spec: RunSpec, setup: MeasureSetup) -> list[tuple[Measure, int | None]]:
     """Each measure with its cadence: the spec's ``every``, else the measure's default, else the schedule."""
     built = []
@@ -109,6 +173,7 @@ class Run:
         self.journal = Journal(self.run_dir)
         self.trackers = TrackerFanout([])
         self._recent_losses: list[float] = []
+        self._last_tracker_retry = time.monotonic()
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -161,28 +226,33 @@ class Run:
         return True
 
     def _resolved_config(self) -> dict[str, Any]:
-        return {
-            "run_key": self.run_spec.run_key,
-            "grid_point": self.run_spec.grid_point,
-            **self.spec.model_dump(mode="json"),
-        }
+        return resolved_config(self.run_spec)
 
     def _start_trackers(self) -> None:
         self.trackers = TrackerFanout(*build_trackers([t.model_dump() for t in self.spec.tracking], self.run_dir))
-        tags = {
-            "emergence.spec": self.spec.name,
-            "emergence.task": self.spec.task.name,
-            "emergence.level": str(self.spec.task.level),
-            "emergence.version": __version__,
-        }
-        if commit := git_commit():
-            tags["emergence.git_commit"] = commit
-        tags.update({k: v for tracking in self.spec.tracking for k, v in tracking.tags.items()})
-        config = self._resolved_config()
-        self.trackers.start(self.run_spec.run_key, self.run_spec.display_name, self.spec.name, tags, config)
-        params = flatten({k: v for k, v in config.items() if k not in ("tracking", "execution", "grid")})
-        params.update({"run.device": str(self.device), "run.n_params": count_parameters(self.model)})
-        self.trackers.log_params(params)
+        start = TrackerStart.of(self.run_spec, str(self.device), count_parameters(self.model))
+        self._tracker_start = start
+        self.trackers.start(*start.arguments)
+        self.trackers.log_params(start.params)
+
+    def _catch_up_trackers(self) -> None:
+        """Every ``TRACKER_RETRY_SECONDS``, replay the journal so far into each tracker that fell behind; one
+        that takes the whole replay is back in the fan-out (an MLflow server that came back, say)."""
+        if not self.trackers.failed or time.monotonic() - self._last_tracker_retry < TRACKER_RETRY_SECONDS:
+            return
+        self._last_tracker_retry = time.monotonic()
+        from emergence.sync import replay_journal
+
+        journal = self.journal.read()
+        for name, tracker in self.trackers.behind():
+            try:
+                replay_journal(tracker, self._tracker_start, journal)
+            except Exception as error:  # noqa: BLE001 - still away: try again later
+                log.info("tracker %s is still behind (%s)", name, error)
+                continue
+            self.trackers.revive(name)
+            self.journal.append_event("tracker_caught_up", tracker=name, step=self.trainer.step)
+            log.warning("tracker %s caught up from the journal", name)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -217,6 +287,7 @@ class Run:
         values = {sanitize_key(k): float(v) for k, v in values.items()}
         self.journal.append_values(step, values)
         self.trackers.log_metrics(values, step)
+        self._catch_up_trackers()
         return values
 
     def _measures_by_key(self) -> dict[str, Measure]:
@@ -257,24 +328,7 @@ class Run:
                 rows = [[v[c] for c in columns] for v in entries]
                 self.journal.append_table(table, columns, rows)
                 self.trackers.log_table(table, columns, rows)
-        summary: dict[str, Any] = {}
-        for event in analysis["events"]:
-            summary[f"emergence_step/{sanitize_key(event['metric'])}"] = event["step"] if event["step"] is not None else -1
-        counts: dict[str, int] = {}
-        for v in verdicts:
-            counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
-        summary.update({f"verdicts/{k}": n for k, n in counts.items()})
-        for v in analysis["feature_verdicts"]:
-            # One event per run in the common case; with per-level events the last one wins in the summary.
-            prefix = f"feature_verdict/{sanitize_key(v['feature'])}"
-            summary[f"{prefix}/verdict"] = v["verdict"]
-            summary[f"{prefix}/lead_steps"] = v["lead_steps"] if v["lead_steps"] is not None else "none"
-            if v["ablation_drop"] is not None:
-                summary[f"{prefix}/ablation_drop"] = v["ablation_drop"]
-        for family in analysis["top_down"]:
-            if family["spearman_rho"] is not None:
-                summary[f"top_down_rho/{family['family']}"] = family["spearman_rho"]
-        self.trackers.set_summary(summary)
+        self.trackers.set_summary(tracker_summary(analysis))
         return analysis
 
     def _write_report(self) -> None:

@@ -76,6 +76,14 @@ class TrackerFanout:
     def names(self) -> list[str]:
         return [name for name, _ in self._trackers]
 
+    def behind(self) -> list[tuple[str, Tracker]]:
+        """The built trackers that failed and are waiting to catch up (one that could not be built is not here)."""
+        return [(name, tracker) for name, tracker in self._trackers if name in self.failed]
+
+    def revive(self, name: str) -> None:
+        """Send calls to ``name`` again: it has caught up with the journal."""
+        self.failed.pop(name, None)
+
     def _each(self) -> Iterator[tuple[str, Tracker]]:
         for name, tracker in self._trackers:
             if name not in self.failed:

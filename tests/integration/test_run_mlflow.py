@@ -159,3 +159,64 @@ def test_probes_ablation_and_feature_verdicts_land_in_mlflow(tiny_raw, write_spe
     report = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/probe_carry.png", "report/probe_carry_in.png"} <= report
     assert "Quiet features" in (run_dir / "report.html").read_text()
+
+
+def test_server_that_comes_back_is_caught_up_mid_run(tiny_raw, write_spec, mlflow_server, monkeypatch):
+    """Stop the server at step 25 and start it again at step 45: the run catches the tracker up from its
+    journal, and at the end every journal value is in MLflow exactly once."""
+    import emergence.run
+
+    monkeypatch.setattr(emergence.run, "TRACKER_RETRY_SECONDS", 0.0)  # retry at every measurement
+    run_spec = tiny_run_spec(tiny_raw, write_spec, mlflow_server.uri, experiment="e2e-comeback", overrides=["training.steps=80"])
+    seen: dict[str, bool] = {}
+
+    def outage(result, values):
+        if result.step == 25 and "stopped" not in seen:
+            seen["stopped"] = True
+            mlflow_server.stop()
+        if result.step == 45 and "started" not in seen:
+            seen["started"] = True
+            mlflow_server.start()
+
+    try:
+        outcome = run_one(run_spec, progress=outage)
+    finally:
+        mlflow_server.start()
+    assert outcome.state == "completed"
+    run_dir = run_directory(run_spec)
+    status = read_status(run_dir)
+    assert "trackers_behind" not in status, status
+    events = [e for e in read_journal(run_dir).events if e.get("event") == "tracker_caught_up"]
+    assert len(events) == 1 and events[0]["tracker"] == "mlflow" and 45 <= events[0]["step"] < 80
+    client = MlflowClient(mlflow_server.uri)
+    assert_mlflow_matches_journal(client, the_mlflow_run(client, "e2e-comeback", run_spec.run_key), run_dir)
+
+
+def test_emergence_sync_replays_a_run_its_tracker_never_saw(tiny_raw, write_spec, dead_tracking_uri, sqlite_tracking_uri):
+    """A run whose tracker was unreachable throughout, then `emergence sync` into a store that works: every
+    value arrives once, the run is FINISHED, and a second sync changes nothing."""
+    from typer.testing import CliRunner
+
+    from emergence.cli import app
+
+    run_spec = tiny_run_spec(tiny_raw, write_spec, dead_tracking_uri, experiment="e2e-sync")
+    assert run_one(run_spec).state == "completed"
+    run_dir = run_directory(run_spec)
+    assert "mlflow" in read_status(run_dir)["trackers_behind"]
+
+    # The server is gone for good; point the run's resolved spec at a store that works, as a user would.
+    spec_file = run_dir / "spec.resolved.yaml"
+    spec_file.write_text(spec_file.read_text().replace(dead_tracking_uri, sqlite_tracking_uri))
+    runner = CliRunner()
+    for _ in range(2):
+        result = runner.invoke(app, ["sync", str(run_dir)])
+        assert result.exit_code == 0, result.output
+        assert f"synced {run_dir} -> mlflow" in result.output.replace("\n", "")
+    assert "trackers_behind" not in read_status(run_dir)
+    client = MlflowClient(sqlite_tracking_uri)
+    run = the_mlflow_run(client, "e2e-sync", run_spec.run_key)
+    assert_run_complete(client, run, run_spec, run_dir)
+    assert "summary/emergence_step/behavior/test/exact_match" in run.data.metrics  # the summary was replayed too
+
+    missing = runner.invoke(app, ["sync", str(run_dir / "nope")])
+    assert missing.exit_code == 2 and "no journal.jsonl" in missing.output

@@ -174,8 +174,16 @@ def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "wandb-home"
     home.mkdir()
     for name in (
-        "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "WANDB_PROJECT", "WANDB_ENTITY",
-        "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_RUN_GROUP", "WANDB_TAGS", "WANDB_NAME",
+        "WANDB_API_KEY",
+        "WANDB_IDENTITY_TOKEN_FILE",
+        "WANDB_BASE_URL",
+        "WANDB_PROJECT",
+        "WANDB_ENTITY",
+        "WANDB_RUN_ID",
+        "WANDB_RESUME",
+        "WANDB_RUN_GROUP",
+        "WANDB_TAGS",
+        "WANDB_NAME",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -193,7 +201,9 @@ def test_entry_point_finds_the_tracker() -> None:
 def test_every_method_reads_back_from_the_wandb_file(tmp_path: Path) -> None:
     run_key = new_run_key()
     run_dir = tmp_path / "run"
-    tracker = WandbTracker({"backend": "wandb", "project": "tests", "tags": {"team": "interp"}}, run_dir=run_dir)
+    tracker = WandbTracker(
+        {"backend": "wandb", "project": "tests", "tags": {"team": "interp"}}, run_dir=run_dir
+    )
     tracker.start(run_key, "addition-2L", "addition", {"spec": "addition.yaml"}, CONFIG)
     tracker.log_params({"seed": 0, "model.n_layers": 2, "run.device": "cpu", "run.n_params": 1234})
     logged = {
@@ -202,9 +212,10 @@ def test_every_method_reads_back_from_the_wandb_file(tmp_path: Path) -> None:
     }
     for step, values in logged.items():
         tracker.log_metrics(values, step)
-    # A resumed run measures again from its checkpoint: an earlier step, logged after a later one.
+    # A step measured again, with new values, after a later one: W&B's own step= would drop it.
     replayed = {"geometry/rankme/resid_post/L1": 0.125, "behavior/test/exact_match": 0.0625}
     tracker.log_metrics(replayed, 1)
+    tracker.log_metrics(logged[2], 2)  # the same values again: nothing new to send
     tracker.log_table(
         "verdicts",
         ["signal", "precursor", "lead"],
@@ -278,6 +289,53 @@ def test_every_method_reads_back_from_the_wandb_file(tmp_path: Path) -> None:
     }
 
 
+def test_replaying_the_journal_into_the_open_run_adds_nothing(tmp_path: Path) -> None:
+    """The core catches a tracker up by replaying the journal from start(); W&B must not get it twice."""
+    run_key = new_run_key()
+    journal = [
+        (step, {"behavior/loss": 1.0 / (step + 1), "geometry/rankme/L0": math.nan}) for step in range(3)
+    ]
+    tracker = WandbTracker({"backend": "wandb", "mode": "offline"}, run_dir=tmp_path)
+    for _ in range(2):
+        tracker.start(run_key, "run", "group", {}, CONFIG)
+        tracker.log_params({"seed": 0, "run.device": "cpu"})
+        for step, values in journal:
+            tracker.log_metrics(values, step)
+        tracker.log_table("probes", ["feature", "accuracy"], [["carry", 0.5]], step=2)
+    tracker.log_metrics({"behavior/loss": 0.2}, 3)
+    tracker.finish("completed")
+
+    offline = the_offline_run(tmp_path, run_key)
+    assert offline.values_of("behavior/loss") == [(0, 1.0), (1, 0.5), (2, 1 / 3), (3, 0.2)]
+    assert [step for step, _ in offline.values_of("geometry/rankme/L0")] == [0, 1, 2]
+    assert len([row for row in offline.history if "tables/probes" in row]) == 1
+
+
+def test_a_resumed_run_continues_under_the_same_id(tmp_path: Path) -> None:
+    """A run resumed in a new process starts a new tracker: its steps go in even where W&B had later
+    ones. Offline, each process writes its own offline-run directory for the same run id."""
+    run_key = new_run_key()
+    first = WandbTracker({"backend": "wandb", "mode": "offline"}, run_dir=tmp_path)
+    first.start(run_key, "run", "group", {}, CONFIG)
+    for step in (0, 10, 20):
+        first.log_metrics({"behavior/loss": 1.0 / (step + 1)}, step)
+    first.finish("interrupted")
+
+    resumed = WandbTracker({"backend": "wandb", "mode": "offline"}, run_dir=tmp_path)
+    resumed.start(run_key, "run", "group", {}, CONFIG)
+    for step in (10, 20, 30):  # from the checkpoint at step 10
+        resumed.log_metrics({"behavior/loss": 1.0 / (step + 1)}, step)
+    resumed.finish("completed")
+
+    wandb.teardown()
+    files = sorted(tmp_path.glob(f"wandb/offline-run-*-{run_key}/run-{run_key}.wandb"))
+    assert len(files) == 2
+    runs = [read_offline_run(path) for path in files]
+    assert all(offline.run is not None and offline.run.run_id == run_key for offline in runs)
+    assert [offline.exit_code for offline in runs] == [1, 0]
+    assert [step for step, _ in runs[1].values_of("behavior/loss")] == [10, 20, 30]
+
+
 @pytest.mark.parametrize("status", ["failed", "interrupted"])
 def test_finish_marks_the_run_failed(tmp_path: Path, status: str) -> None:
     run_key = new_run_key()
@@ -302,10 +360,17 @@ def test_disabled_mode_writes_nothing(tmp_path: Path) -> None:
 
 def test_mode_comes_from_spec_then_environment_then_credentials(tmp_path: Path) -> None:
     no_netrc = {"NETRC": str(tmp_path / "absent")}
-    assert resolve_mode("disabled", {**no_netrc, "WANDB_MODE": "online", "WANDB_API_KEY": "k"}).mode == "disabled"
+    assert (
+        resolve_mode("disabled", {**no_netrc, "WANDB_MODE": "online", "WANDB_API_KEY": "k"}).mode
+        == "disabled"
+    )
     assert resolve_mode(None, {**no_netrc, "WANDB_MODE": "offline", "WANDB_API_KEY": "k"}).mode == "offline"
     assert resolve_mode(None, {**no_netrc, "WANDB_MODE": "dryrun"}).mode == "offline"
-    assert resolve_mode(None, {**no_netrc, "WANDB_API_KEY": "k"}) == ("online", "W&B credentials were found", True)
+    assert resolve_mode(None, {**no_netrc, "WANDB_API_KEY": "k"}) == (
+        "online",
+        "W&B credentials were found",
+        True,
+    )
     fallback = resolve_mode(None, no_netrc)
     assert fallback.mode == "offline" and fallback.guessed
 
@@ -409,11 +474,15 @@ def test_tiny_run_lands_in_an_offline_wandb_run(tiny_raw: dict, write_spec: Any)
     verdicts = [v for v in json.loads((run_dir / "verdicts.json").read_text()) if v["kind"] == "signal"]
     (verdicts_row,) = [row for row in offline.history if "tables/verdicts" in row]
     table = offline.table("tables/verdicts", verdicts_row)
-    assert [row[table["columns"].index("verdict")] for row in table["data"]] == [v["verdict"] for v in verdicts]
+    assert [row[table["columns"].index("verdict")] for row in table["data"]] == [
+        v["verdict"] for v in verdicts
+    ]
     counts: dict[str, int] = {}
     for verdict in verdicts:
         counts[verdict["verdict"]] = counts.get(verdict["verdict"], 0) + 1
     assert {key: offline.summary[f"verdicts/{key}"] for key in counts} == counts
 
-    assert {"report.html", "behavior.png"} <= manifest_paths(offline.artifact(artifact_name(run_spec.run_key, "report")))
+    assert {"report.html", "behavior.png"} <= manifest_paths(
+        offline.artifact(artifact_name(run_spec.run_key, "report"))
+    )
     assert manifest_paths(offline.artifact(artifact_name(run_spec.run_key, None))) == {"spec.resolved.yaml"}
