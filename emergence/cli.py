@@ -1,4 +1,4 @@
-"""The ``emergence`` command line: run, validate, ls, sample, report, sync, calibrate-llc."""
+"""The ``emergence`` command line: run, validate, ls, sample, report, sync, compare, calibrate-llc."""
 
 from __future__ import annotations
 
@@ -246,6 +246,41 @@ def sync(
             console.print(f"{run_dir}: no trackers in its spec", highlight=False)
     if problems:
         raise typer.Exit(1)
+
+
+@app.command()
+def compare(
+    sources: Annotated[list[Path] | None, typer.Argument(help="run directories or folders of them (default: ./runs)")] = None,
+    mlflow: Annotated[str | None, typer.Option("--mlflow", help="read an MLflow store instead: tracking URI (sqlite:///mlflow.db, http://...)")] = None,
+    experiment: Annotated[str, typer.Option(help="the MLflow experiment, with --mlflow")] = "emergence",
+    fmt: Annotated[str, typer.Option("--format", help="table, markdown, csv or json")] = "table",
+    spec: Annotated[str | None, typer.Option(help="only runs of this spec name")] = None,
+    task: Annotated[str | None, typer.Option(help="only runs of this task")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="only runs with this tag, KEY=VALUE (repeatable)")] = None,
+) -> None:
+    """One row per run: spec, task, level, model size, seed, emergence step, and every signal's verdict and lead."""
+    from emergence import compare as comparing
+
+    if fmt not in comparing.FORMATS:
+        _fail(f"error: compare: --format {fmt!r}; allowed: {', '.join(comparing.FORMATS)}")
+    wanted_tags = {}
+    for item in tag or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"error: compare: --tag {item!r} is not KEY=VALUE")
+        wanted_tags[key] = value
+    try:
+        if mlflow is not None:
+            rows = comparing.rows_from_mlflow(mlflow, experiment)
+        else:
+            rows = [comparing.row_from_run_dir(d) for d in comparing.run_directories(sources or [Path("runs")])]
+    except (FileNotFoundError, LookupError) as error:
+        _fail(f"error: compare: {error}")
+    rows = comparing.select(rows, spec, task, wanted_tags)
+    if not rows:
+        err_console.print("no runs match", highlight=False)
+        raise typer.Exit(1)
+    sys.stdout.write(comparing.render(rows, fmt))
 
 
 @app.command("calibrate-llc")

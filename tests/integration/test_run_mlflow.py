@@ -77,6 +77,22 @@ def test_tiny_run_into_sqlite_store(tiny_raw, write_spec, sqlite_tracking_uri):
     client = MlflowClient(sqlite_tracking_uri)
     run = the_mlflow_run(client, "e2e", run_spec.run_key)
     assert_run_complete(client, run, run_spec, run_directory(run_spec))
+
+    # `emergence compare` reads the same run back from the store, and agrees with the run directory.
+    from typer.testing import CliRunner
+
+    from emergence.cli import app
+
+    from_store = CliRunner().invoke(app, ["compare", "--mlflow", sqlite_tracking_uri, "--experiment", "e2e", "--format", "json"])
+    from_dir = CliRunner().invoke(app, ["compare", str(run_directory(run_spec)), "--format", "json"])
+    assert from_store.exit_code == 0 and from_dir.exit_code == 0, from_store.output + from_dir.output
+    (store_row,), (dir_row,) = json.loads(from_store.stdout), json.loads(from_dir.stdout)
+    assert store_row["run_key"] == dir_row["run_key"] == run_spec.run_key
+    assert store_row["state"] == "FINISHED" and dir_row["state"] == "completed"
+    for column in ("spec", "task", "emergence_step", *[k for k in dir_row if "/" in k]):
+        assert str(store_row[column]) == str(dir_row[column]), column
+    missing = CliRunner().invoke(app, ["compare", "--mlflow", sqlite_tracking_uri, "--experiment", "nope"])
+    assert missing.exit_code == 2 and "no experiment 'nope'" in missing.output
     assert run.data.metrics.get("summary/verdicts/no_emergence", 0) + run.data.metrics.get("summary/verdicts/precursor", 0) >= 0
 
 

@@ -29,9 +29,10 @@ from emergence_wandb.tracker import artifact_name, has_credentials, resolve_mode
 from wandb.proto import wandb_internal_pb2 as pb
 
 from emergence import registry
-from emergence.record import read_journal, read_status
-from emergence.run import run_directory, run_one
+from emergence.record import JournalContents, read_journal, read_status
+from emergence.run import TrackerStart, run_directory, run_one
 from emergence.spec import resolve
+from emergence.sync import replay_journal
 from emergence.tracking import TrackerFanout
 
 pytestmark = pytest.mark.integration
@@ -290,18 +291,19 @@ def test_every_method_reads_back_from_the_wandb_file(tmp_path: Path) -> None:
 
 
 def test_replaying_the_journal_into_the_open_run_adds_nothing(tmp_path: Path) -> None:
-    """The core catches a tracker up by replaying the journal from start(); W&B must not get it twice."""
+    """A tracker that fell behind is caught up with the whole journal, from start() on (the core's
+    replay_journal); what W&B already has must not arrive twice."""
     run_key = new_run_key()
-    journal = [
-        (step, {"behavior/loss": 1.0 / (step + 1), "geometry/rankme/L0": math.nan}) for step in range(3)
-    ]
+    journal = JournalContents(
+        values=[
+            (step, {"behavior/loss": 1.0 / (step + 1), "geometry/rankme/L0": math.nan}) for step in range(3)
+        ],
+        tables=[{"table": "probes", "columns": ["feature", "accuracy"], "rows": [["carry", 0.5]], "step": 2}],
+    )
+    start = TrackerStart(run_key, "run", "group", {}, CONFIG, {"seed": 0, "run.device": "cpu"})
     tracker = WandbTracker({"backend": "wandb", "mode": "offline"}, run_dir=tmp_path)
-    for _ in range(2):
-        tracker.start(run_key, "run", "group", {}, CONFIG)
-        tracker.log_params({"seed": 0, "run.device": "cpu"})
-        for step, values in journal:
-            tracker.log_metrics(values, step)
-        tracker.log_table("probes", ["feature", "accuracy"], [["carry", 0.5]], step=2)
+    replay_journal(tracker, start, journal)  # the run so far, as it was sent live
+    replay_journal(tracker, start, journal)  # the catch-up
     tracker.log_metrics({"behavior/loss": 0.2}, 3)
     tracker.finish("completed")
 
@@ -309,6 +311,7 @@ def test_replaying_the_journal_into_the_open_run_adds_nothing(tmp_path: Path) ->
     assert offline.values_of("behavior/loss") == [(0, 1.0), (1, 0.5), (2, 1 / 3), (3, 0.2)]
     assert [step for step, _ in offline.values_of("geometry/rankme/L0")] == [0, 1, 2]
     assert len([row for row in offline.history if "tables/probes" in row]) == 1
+    assert offline.config["run.device"] == "cpu"
 
 
 def test_a_resumed_run_continues_under_the_same_id(tmp_path: Path) -> None:
