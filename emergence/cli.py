@@ -77,15 +77,36 @@ def _verdict_table(outcome: object) -> Table:
 
 @app.command()
 def run(
-    spec: SpecArgument,
+    spec: Annotated[Path | None, typer.Argument(help="a spec file, e.g. specs/addition.yaml (or use --from-run)")] = None,
     overrides: OverridesArgument = None,
     force: Annotated[bool, typer.Option(help="delete and rerun runs that already exist")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    from_run: Annotated[
+        str | None,
+        typer.Option("--from-run", help="run again the spec of a run: a run directory, mlflow:<run_id>, or a W&B run directory"),
+    ] = None,
+    mlflow: Annotated[str | None, typer.Option("--mlflow", help="tracking URI for --from-run mlflow:<run_id>")] = None,
 ) -> None:
-    """Train (or resume), measure, analyse and log every run of SPEC."""
+    """Train (or resume), measure, analyse and log every run of SPEC.
+
+    With --from-run, SPEC is fetched from an earlier run (yours or a colleague's) and, unless an override
+    changes a result, resolves to the same run key: the same run, resumed or reattached."""
     from emergence.orchestrate import execute
     from emergence.run import run_directory
 
+    if from_run is not None:
+        if spec is not None:
+            overrides = [str(spec), *(overrides or [])]  # with --from-run every argument is an override
+        from emergence.rerun import spec_of_run, write_fetched_spec
+
+        try:
+            spec = write_fetched_spec(spec_of_run(from_run, mlflow), from_run)
+        except (FileNotFoundError, LookupError) as error:
+            _fail(f"error: --from-run: {error}")
+        console.print(f"spec of {from_run} -> {spec}", highlight=False)
+    elif spec is None:
+        _fail("error: run: give a spec file, or --from-run REF")
+    assert spec is not None
     runs = _resolve_or_exit(spec, overrides)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # `timeout`, `kill` and batch schedulers stop jobs with SIGTERM: treat it as Ctrl-C, so the run is marked

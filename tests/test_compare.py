@@ -83,3 +83,18 @@ def test_select_by_tag_and_verdict_cells():
     assert cells[1]["feature/carry"] == "quiet (650)"
     with pytest.raises(ValueError, match="allowed"):
         render(rows, "html")
+
+
+def test_run_from_a_run_directory_is_the_same_run_unless_overridden(two_seed_sweep, tmp_path):
+    runs_dir, runs = two_seed_sweep
+    source = runs_dir / "tiny" / runs[0].run_key
+    runner = CliRunner()
+    same = runner.invoke(app, ["run", "--from-run", str(source), "--quiet"])
+    assert same.exit_code == 0, same.output
+    assert f"skipped {source}" in same.output.replace("\n", "")  # the same run key: already completed
+    moved = runner.invoke(app, ["run", "--from-run", str(source), f"execution.output_dir={tmp_path}", "training.steps=4", "--quiet"])
+    assert moved.exit_code == 0, moved.output
+    assert (tmp_path / "tiny").exists() and runs[0].run_key not in [p.name for p in (tmp_path / "tiny").iterdir()]
+    missing = runner.invoke(app, ["run", "--from-run", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "not a run directory" in missing.output
+    assert runner.invoke(app, ["run"]).exit_code == 2

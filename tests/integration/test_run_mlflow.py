@@ -93,6 +93,15 @@ def test_tiny_run_into_sqlite_store(tiny_raw, write_spec, sqlite_tracking_uri):
         assert str(store_row[column]) == str(dir_row[column]), column
     missing = CliRunner().invoke(app, ["compare", "--mlflow", sqlite_tracking_uri, "--experiment", "nope"])
     assert missing.exit_code == 2 and "no experiment 'nope'" in missing.output
+
+    # A colleague reruns it from the MLflow run id alone, into a directory of their own: the same run key.
+    elsewhere = run_directory(run_spec).parents[2] / "colleague"
+    again = CliRunner().invoke(
+        app, ["run", "--from-run", f"mlflow:{run.info.run_id}", "--mlflow", sqlite_tracking_uri,
+              f"execution.output_dir={elsewhere}", "tracking=[]", "--quiet"],
+    )
+    assert again.exit_code == 0, again.output
+    assert (elsewhere / "tiny" / run_spec.run_key / "status.json").exists()
     assert run.data.metrics.get("summary/verdicts/no_emergence", 0) + run.data.metrics.get("summary/verdicts/precursor", 0) >= 0
 
 

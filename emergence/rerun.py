@@ -1,0 +1,70 @@
+"""Fetch the resolved spec of an earlier run, so ``emergence run --from-run REF`` can run it again.
+
+REF is a run directory (``runs/<spec>/<run_key>``), an MLflow run (``mlflow:<run_id>`` or
+``runs:/<run_id>``, from ``--mlflow URI``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``),
+or a W&B run directory (offline ``wandb/offline-run-...`` or synced ``wandb/run-...``). The spec comes back
+with every default filled in, so it resolves to the same run key unless an override changes a result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emergence.record import SPEC_FILE
+
+MLFLOW_SPEC_ARTIFACT = "spec.resolved.json"  # what the MLflow tracker logs at start
+RUN_IDENTITY_FIELDS = ("run_key", "grid_point")  # in a resolved spec, but not spec fields
+
+
+def spec_of_run(ref: str, tracking_uri: str | None = None) -> dict[str, Any]:
+    """The spec (a dict, as a spec file would hold it) that made the run REF."""
+    if ref.startswith(("mlflow:", "runs:/")):
+        resolved = _from_mlflow(ref.split(":", 1)[1].lstrip("/"), tracking_uri)
+    else:
+        path = Path(ref)
+        if (path / SPEC_FILE).exists():
+            resolved = yaml.safe_load((path / SPEC_FILE).read_text(encoding="utf-8"))
+        elif (path / "files" / "config.yaml").exists() or any(path.glob("run-*.wandb")):
+            resolved = _from_wandb_dir(path)
+        else:
+            raise FileNotFoundError(
+                f"{ref}: not a run directory (no {SPEC_FILE}), not a W&B run directory, and not mlflow:<run_id>"
+            )
+    return {k: v for k, v in resolved.items() if k not in RUN_IDENTITY_FIELDS}
+
+
+def _from_mlflow(run_id: str, tracking_uri: str | None) -> dict[str, Any]:
+    from mlflow import MlflowClient
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + str(Path("mlflow.db").absolute())
+    client = MlflowClient(uri)
+    with tempfile.TemporaryDirectory(prefix="emergence-rerun-") as scratch:
+        try:
+            local = client.download_artifacts(run_id, MLFLOW_SPEC_ARTIFACT, scratch)
+        except Exception as error:  # noqa: BLE001 - MLflow raises several types for "not there"
+            raise LookupError(f"mlflow run {run_id} at {uri}: no {MLFLOW_SPEC_ARTIFACT} ({error})") from None
+        return json.loads(Path(local).read_text(encoding="utf-8"))
+
+
+def _from_wandb_dir(path: Path) -> dict[str, Any]:
+    """W&B keeps the run config as ``files/config.yaml``, each key as ``{value: ...}`` beside its own ``_wandb``."""
+    config_file = path / "files" / "config.yaml"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{path}: a W&B run directory without files/config.yaml")
+    raw = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    return {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in raw.items() if not k.startswith("_")}
+
+
+def write_fetched_spec(spec: dict[str, Any], ref: str) -> Path:
+    """The fetched spec as a file (specs are files everywhere else: errors name it, runs record it)."""
+    directory = Path(tempfile.mkdtemp(prefix="emergence-from-run-"))
+    path = directory / f"{spec.get('name', 'run')}.yaml"
+    header = f"# fetched by `emergence run --from-run {ref}`\n"
+    path.write_text(header + yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
