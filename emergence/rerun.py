@@ -19,7 +19,7 @@ import yaml
 from emergence.record import SPEC_FILE
 
 MLFLOW_SPEC_ARTIFACT = "spec.resolved.json"  # what the MLflow tracker logs at start
-RUN_IDENTITY_FIELDS = ("run_key", "grid_point")  # in a resolved spec, but not spec fields
+RUN_IDENTITY_FIELDS = ("run_key", "grid_point", "sweep_key")  # in a resolved spec, but not spec fields
 
 
 def spec_of_run(ref: str, tracking_uri: str | None = None) -> dict[str, Any]:

@@ -90,12 +90,14 @@ def git_commit() -> str | None:
         return None
 
 
+SWEEP_TAG = "emergence.sweep"  # the sweep key, on every run of a grid; MLflow nests them under one parent
 TRACKER_RETRY_SECONDS = 30.0  # how often a run tries to bring a tracker that fell behind up to date
 
 
 def resolved_config(run_spec: RunSpec) -> dict[str, Any]:
     """The resolved spec as written to ``spec.resolved.yaml`` and sent to trackers as the run's config."""
-    return {"run_key": run_spec.run_key, "grid_point": run_spec.grid_point, **run_spec.spec.model_dump(mode="json")}
+    sweep = {"sweep_key": run_spec.sweep_key} if run_spec.sweep_key else {}
+    return {"run_key": run_spec.run_key, "grid_point": run_spec.grid_point, **sweep, **run_spec.spec.model_dump(mode="json")}
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ class TrackerStart:
         }
         if commit := git_commit():
             tags["emergence.git_commit"] = commit
+        if run_spec.sweep_key:
+            tags[SWEEP_TAG] = run_spec.sweep_key
         tags.update({k: v for tracking in spec.tracking for k, v in tracking.tags.items()})
         config = resolved_config(run_spec)
         params = flatten({k: v for k, v in config.items() if k not in ("tracking", "execution", "grid")})

@@ -52,7 +52,9 @@ def run_spec_of(run_dir: Path) -> RunSpec:
     resolved = yaml.safe_load(path.read_text(encoding="utf-8"))
     spec = Spec.model_validate({k: v for k, v in resolved.items() if k in Spec.model_fields})
     key = resolved.get("run_key") or run_key(spec)
-    return RunSpec(spec=spec, run_key=key, source=str(path), grid_point=resolved.get("grid_point") or {})
+    return RunSpec(
+        spec=spec, run_key=key, source=str(path), grid_point=resolved.get("grid_point") or {}, sweep_key=resolved.get("sweep_key")
+    )
 
 
 @dataclass

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from emergence.spec.identity import run_key
+from emergence.spec.identity import run_key, sweep_key
 from emergence.spec.load import SpecError, set_path, validate
 from emergence.spec.schema import Spec
 
@@ -18,6 +19,7 @@ class RunSpec:
     run_key: str
     source: str
     grid_point: dict[str, Any] = field(default_factory=dict)
+    sweep_key: str | None = None  # shared by the runs of one grid of more than one point; trackers group by it
 
     @property
     def display_name(self) -> str:
@@ -49,4 +51,7 @@ def expand(raw: dict[str, Any], source: str) -> list[RunSpec]:
         runs.append(RunSpec(spec=spec, run_key=run_key(spec), source=source, grid_point=point))
     if problems:
         raise SpecError(source, problems)
+    if len(runs) > 1:
+        key = sweep_key([r.run_key for r in runs])
+        runs = [dataclasses.replace(r, sweep_key=key) for r in runs]
     return runs

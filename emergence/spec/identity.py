@@ -19,3 +19,9 @@ def canonical_form(spec: Spec) -> str:
 def run_key(spec: Spec) -> str:
     digest = hashlib.sha256(f"emergence-run-key-v{RUN_KEY_VERSION}\n{canonical_form(spec)}".encode()).hexdigest()
     return digest[:12]
+
+
+def sweep_key(run_keys: list[str]) -> str:
+    """A short hash of the sweep's run keys: the same grid over the same spec is the same sweep."""
+    digest = hashlib.sha256(("emergence-sweep-v1\n" + "\n".join(sorted(run_keys))).encode()).hexdigest()
+    return digest[:12]

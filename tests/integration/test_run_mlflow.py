@@ -245,3 +245,28 @@ def test_emergence_sync_replays_a_run_its_tracker_never_saw(tiny_raw, write_spec
 
     missing = runner.invoke(app, ["sync", str(run_dir / "nope")])
     assert missing.exit_code == 2 and "no journal.jsonl" in missing.output
+
+
+def test_a_sweep_nests_its_runs_under_one_parent_on_a_real_server(tiny_raw, write_spec, mlflow_server):
+    from emergence.orchestrate import execute
+
+    tiny_raw["grid"] = {"seed": [0, 1]}
+    tiny_raw["training"]["steps"] = 12
+    tiny_raw["tracking"] = [{"backend": "mlflow", "tracking_uri": mlflow_server.uri, "experiment": "e2e-sweep"}]
+    runs = resolve(str(write_spec(tiny_raw)))
+    assert len({r.sweep_key for r in runs}) == 1 and runs[0].sweep_key
+    outcomes = execute(runs)
+    assert [o.state for o in outcomes] == ["completed", "completed"]
+
+    client = MlflowClient(mlflow_server.uri)
+    experiment_id = client.get_experiment_by_name("e2e-sweep").experiment_id
+    (parent,) = client.search_runs([experiment_id], filter_string="tags.`emergence.sweep_parent` = 'true'")
+    assert parent.data.tags["emergence.sweep"] == runs[0].sweep_key and parent.info.status == "FINISHED"
+    assert parent.data.tags["emergence.sweep_size"] == "2"
+    children = [the_mlflow_run(client, "e2e-sweep", run.run_key) for run in runs]
+    assert all(child.data.tags["mlflow.parentRunId"] == parent.info.run_id for child in children)
+    assert {child.data.params["seed"] for child in children} == {"0", "1"}
+
+    # The same sweep again (as after --force): the same parent, the same children, nothing duplicated.
+    assert [o.state for o in execute(runs, force=True)] == ["completed", "completed"]
+    assert len(client.search_runs([experiment_id])) == 3

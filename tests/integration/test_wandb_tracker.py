@@ -153,11 +153,17 @@ def read_offline_run(wandb_file: Path) -> OfflineRun:
     return offline
 
 
+def offline_run_files(run_dir: Path, run_key: str) -> list[Path]:
+    """Oldest first. W&B names the directory by the second the run started and appends "-1", "-2" when
+    a run with the same id already started in that second."""
+    return sorted(run_dir.glob(f"wandb/offline-run-*-{run_key}*/run-{run_key}.wandb"))
+
+
 def the_offline_run(run_dir: Path, run_key: str) -> OfflineRun:
     # run.finish() only asks wandb-core to close the run's file, without waiting, and the last records
     # can still sit in its write buffer when finish returns; teardown waits until every file is closed.
     wandb.teardown()
-    (wandb_file,) = run_dir.glob(f"wandb/offline-run-*-{run_key}/run-{run_key}.wandb")
+    (wandb_file,) = offline_run_files(run_dir, run_key)
     return read_offline_run(wandb_file)
 
 
@@ -331,7 +337,7 @@ def test_a_resumed_run_continues_under_the_same_id(tmp_path: Path) -> None:
     resumed.finish("completed")
 
     wandb.teardown()
-    files = sorted(tmp_path.glob(f"wandb/offline-run-*-{run_key}/run-{run_key}.wandb"))
+    files = offline_run_files(tmp_path, run_key)
     assert len(files) == 2
     runs = [read_offline_run(path) for path in files]
     assert all(offline.run is not None and offline.run.run_id == run_key for offline in runs)

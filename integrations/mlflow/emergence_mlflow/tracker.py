@@ -61,6 +61,9 @@ DEFAULT_EXPERIMENT = "emergence"
 
 RUN_KEY_TAG = "emergence.run_key"
 GROUP_TAG = "emergence.group"
+SWEEP_TAG = "emergence.sweep"  # the core's sweep key, on every run of a grid and on their parent
+SWEEP_PARENT_TAG = "emergence.sweep_parent"
+PARENT_RUN_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
 SUMMARY_TAG_PREFIX = "emergence.summary."
 SUMMARY_METRIC_PREFIX = "summary/"
 RESOLVED_SPEC_ARTIFACT = "spec.resolved.json"
@@ -300,6 +303,10 @@ class MlflowTracker:
         if group:
             run_tags[GROUP_TAG] = group
         legal_tags = {self._name(key): str(value)[:MAX_TAG_VAL_LENGTH] for key, value in run_tags.items()}
+        sweep = tags.get(SWEEP_TAG)
+        if sweep:
+            parent = self._find_sweep_parent(experiment_id, sweep) or self._create_sweep_parent(experiment_id, sweep, group)
+            legal_tags[PARENT_RUN_TAG] = parent.info.run_id
         existing = self._find_run(experiment_id, run_key)
         if existing is None:
             run = self.client.create_run(experiment_id, run_name=name, tags=legal_tags)
@@ -452,6 +459,42 @@ class MlflowTracker:
                 "or name another experiment in the spec's tracking entry"
             )
         return experiment.experiment_id
+
+    # -- sweeps: one parent run per sweep, the sweep's runs nested under it -----------------------------
+
+    @classmethod
+    def prepare_sweep(cls, options: Mapping[str, Any], sweep_key: str, name: str, run_keys: Sequence[str]) -> None:
+        """Before any run of the sweep starts: the experiment and the parent run exist, made once here so
+        that runs in parallel processes find them instead of racing to create them."""
+        tracker = cls(options, run_dir=Path("."))
+        with _fail_fast_http():
+            experiment_id = tracker._experiment_id()
+            parent = tracker._find_sweep_parent(experiment_id, sweep_key) or tracker._create_sweep_parent(experiment_id, sweep_key, name)
+            tracker.client.set_tag(parent.info.run_id, "emergence.sweep_size", str(len(run_keys)))
+            tracker.client.update_run(parent.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+
+    @classmethod
+    def finish_sweep(cls, options: Mapping[str, Any], sweep_key: str, status: str) -> None:
+        tracker = cls(options, run_dir=Path("."))
+        with _fail_fast_http():
+            parent = tracker._find_sweep_parent(tracker._experiment_id(), sweep_key)
+            if parent is not None:
+                tracker.client.set_terminated(parent.info.run_id, status=FINAL_STATUS[status])
+
+    def _find_sweep_parent(self, experiment_id: str, sweep_key: str) -> Any:
+        runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_key}' and tags.`{SWEEP_PARENT_TAG}` = 'true'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        return runs[0] if runs else None
+
+    def _create_sweep_parent(self, experiment_id: str, sweep_key: str, name: str) -> Any:
+        return self.client.create_run(
+            experiment_id, run_name=f"{name} (sweep {sweep_key})", tags={SWEEP_TAG: sweep_key, SWEEP_PARENT_TAG: "true"}
+        )
 
     def _find_run(self, experiment_id: str, run_key: str) -> Any:
         if "'" in run_key:
