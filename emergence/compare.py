@@ -96,51 +96,12 @@ def row_from_run_dir(run_dir: Path) -> RunRow:
 
 
 def rows_from_mlflow(tracking_uri: str, experiment: str) -> list[RunRow]:
-    """Every run of an MLflow experiment that ``emergence`` made (tagged with its run key)."""
-    from mlflow import MlflowClient
+    """Every run of an MLflow experiment that ``emergence`` made, read by the MLflow tracker plugin (the core
+    never imports mlflow itself)."""
+    from emergence import registry
 
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise LookupError(f"no experiment {experiment!r} at {tracking_uri}")
-    rows = []
-    for run in client.search_runs([found.experiment_id], filter_string="tags.`emergence.run_key` != ''", max_results=5000):
-        params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
-        verdicts: list[dict[str, Any]] = []
-        for table in ("verdicts", "feature_verdicts"):
-            verdicts += _mlflow_table(client, run.info.run_id, f"tables/{table}.json")
-        step_keys = sorted(k for k in metrics if k.startswith("summary/emergence_step/"))
-        step = metrics[step_keys[0]] if step_keys else None
-        rows.append(
-            RunRow(
-                run_key=tags.get("emergence.run_key", run.info.run_id),
-                spec=tags.get("emergence.spec", ""),
-                task=params.get("task.name", tags.get("emergence.task", "")),
-                level=params.get("task.level", tags.get("emergence.level")),
-                n_layers=params.get("model.n_layers"),
-                d_model=params.get("model.d_model"),
-                n_params=params.get("run.n_params"),
-                seed=params.get("seed"),
-                state=run.info.status,
-                emergence_step=None if step is None or step < 0 else int(step),
-                tags=dict(tags),
-                verdicts=verdicts,
-            )
-        )
-    return rows
-
-
-def _mlflow_table(client: Any, run_id: str, path: str) -> list[dict[str, Any]]:
-    """A table artifact (pandas "split" layout) as a list of dicts; empty when the run has none."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="emergence-compare-") as scratch:
-        try:
-            local = client.download_artifacts(run_id, path, scratch)
-        except Exception:  # noqa: BLE001 - a run that ended before its analysis has no verdict table
-            return []
-        table = json.loads(Path(local).read_text(encoding="utf-8"))
-    return [dict(zip(table["columns"], row, strict=True)) for row in table.get("data", [])]
+    tracker_class = registry.trackers.get("mlflow")
+    return [RunRow(**row) for row in tracker_class.run_summaries(tracking_uri, experiment)]
 
 
 # -- filtering and rendering ----------------------------------------------------------------------

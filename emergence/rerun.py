@@ -8,8 +8,6 @@ with every default filled in, so it resolves to the same run key unless an overr
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,6 @@ import yaml
 
 from emergence.record import SPEC_FILE
 
-MLFLOW_SPEC_ARTIFACT = "spec.resolved.json"  # what the MLflow tracker logs at start
 RUN_IDENTITY_FIELDS = ("run_key", "grid_point", "sweep_key")  # in a resolved spec, but not spec fields
 
 
@@ -40,16 +37,10 @@ def spec_of_run(ref: str, tracking_uri: str | None = None) -> dict[str, Any]:
 
 
 def _from_mlflow(run_id: str, tracking_uri: str | None) -> dict[str, Any]:
-    from mlflow import MlflowClient
+    """Through the MLflow tracker plugin: the core never imports mlflow itself."""
+    from emergence import registry
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + str(Path("mlflow.db").absolute())
-    client = MlflowClient(uri)
-    with tempfile.TemporaryDirectory(prefix="emergence-rerun-") as scratch:
-        try:
-            local = client.download_artifacts(run_id, MLFLOW_SPEC_ARTIFACT, scratch)
-        except Exception as error:  # noqa: BLE001 - MLflow raises several types for "not there"
-            raise LookupError(f"mlflow run {run_id} at {uri}: no {MLFLOW_SPEC_ARTIFACT} ({error})") from None
-        return json.loads(Path(local).read_text(encoding="utf-8"))
+    return registry.trackers.get("mlflow").fetch_resolved_spec(run_id, tracking_uri)
 
 
 def _from_wandb_dir(path: Path) -> dict[str, Any]:
@@ -58,7 +49,11 @@ def _from_wandb_dir(path: Path) -> dict[str, Any]:
     if not config_file.exists():
         raise FileNotFoundError(f"{path}: a W&B run directory without files/config.yaml")
     raw = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-    return {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in raw.items() if not k.startswith("_")}
+    # Only spec fields: W&B's config also holds the params added during the run (run.device, run.n_params).
+    from emergence.spec.schema import Spec
+
+    known = set(Spec.model_fields) | set(RUN_IDENTITY_FIELDS)
+    return {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in raw.items() if k in known}
 
 
 def write_fetched_spec(spec: dict[str, Any], ref: str) -> Path:

@@ -1,0 +1,403 @@
+"""An emergence Tracker that writes one Weights & Biases run per emergence run.
+
+Everything goes through the ``Run`` object that ``wandb.init`` returns, never the module-level
+``wandb.log``: a sweep may hold several runs in one process, and the module-level calls only reach the
+most recent one.
+
+What the core relies on, and the W&B behaviour behind each choice:
+
+* **One W&B run per run key.** The W&B run id *is* the run key, started with ``resume="allow"``, so a
+  rerun or a resumed run continues the same W&B run. ``reinit="create_new"`` because W&B's default
+  (``"return_previous"`` outside notebooks) hands back whichever run is still active in the process,
+  ignoring our id, which would pour one emergence run into another's W&B run.
+* **Our own step axis.** Every history row carries the key ``step`` and every metric is plotted against
+  it (``define_metric("*", step_metric="step", step_sync=True)``). W&B's own ``step=`` argument must only
+  grow and silently drops anything logged at an earlier step, but a resumed run measures again from its
+  last checkpoint, which can be earlier than what W&B already holds. W&B history is an append log, so
+  such a replayed step is a second row with the same ``step``, never a lost one.
+* **Replay is idempotent.** The core replays the run journal into a tracker that fell behind, from
+  ``start`` on. A second ``start`` with the same run key keeps the run already open, and a value, table
+  or param this tracker has already sent is not sent again, so a catch-up adds only what W&B missed.
+* **No prompt, no network unless asked.** The mode is the spec's, else ``$WANDB_MODE``, else online only
+  when credentials exist and offline otherwise (with the ``wandb sync`` command in the log). Online mode
+  logs in with ``prompt=False`` first, so a missing key raises here instead of waiting on a terminal that
+  nobody watches. Offline and disabled modes are also made W&B's process-wide mode: wandb 0.31's
+  telemetry follows the process-wide mode, not the run's, and would contact the W&B server at exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import netrc
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import wandb
+
+from emergence.tracking import sanitize_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROJECT = "emergence"
+STEP_KEY = "step"
+TABLE_KEY_PREFIX = "tables/"
+JOB_TYPE = "train"
+ARTIFACT_TYPE = "emergence-run"
+# Artifacts logged with ``name=None`` (the resolved spec, for one) share this artifact.
+UNNAMED_ARTIFACT = "files"
+
+FINAL_STATUSES = ("completed", "failed", "interrupted")
+
+# wandb.init refuses tags longer than this.
+MAX_TAG_LENGTH = 64
+# W&B's limit for artifact names; the server also wants them to be plain words, dots and dashes.
+MAX_ARTIFACT_NAME_LENGTH = 128
+_ILLEGAL_ARTIFACT_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+
+# A netrc entry for one of these hosts is a W&B cloud login. wandb 0.31 talks to the CoreWeave Forge
+# front by default and falls back to the api.wandb.ai entry that `wandb login` has always written.
+CLOUD_API_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
+# Modes in which wandb.init needs credentials (and would prompt for them).
+LOGGED_IN_MODES = ("online", "shared")
+# Old spellings W&B still accepts in $WANDB_MODE.
+_MODE_ALIASES = {"dryrun": "offline", "run": "online"}
+
+
+class ModeChoice(NamedTuple):
+    mode: str
+    reason: str
+    guessed: bool  # True when neither the spec nor $WANDB_MODE said, and credentials decided
+
+
+def has_credentials(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether W&B would find a login without asking: an API key, an identity token, or a netrc entry.
+
+    Reads only the environment and the netrc file; never the network, never a prompt.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("WANDB_API_KEY") or environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    base_url = environ.get("WANDB_BASE_URL")
+    # A self-hosted server has its own netrc entry; a cloud entry does not log in there.
+    hosts = [urlsplit(base_url).hostname] if base_url else list(CLOUD_API_HOSTS)
+    netrc_file = os.path.expanduser(environ.get("NETRC") or "~/.netrc")  # where wandb and curl look
+    try:
+        entries = netrc.netrc(netrc_file)
+    except FileNotFoundError:
+        return False
+    except (netrc.NetrcParseError, OSError) as error:
+        log.warning("wandb: cannot read %s (%s); treating it as holding no W&B login", netrc_file, error)
+        return False
+    for host in hosts:
+        entry = entries.authenticators(host) if host else None
+        if entry and entry[2]:
+            return True
+    return False
+
+
+def resolve_mode(configured: str | None, environ: Mapping[str, str] | None = None) -> ModeChoice:
+    """The spec's ``mode``; else ``$WANDB_MODE``; else online with credentials, offline without."""
+    environ = os.environ if environ is None else environ
+    if configured:
+        return ModeChoice(configured, "the spec's tracking entry says so", guessed=False)
+    from_env = environ.get("WANDB_MODE")
+    if from_env:
+        return ModeChoice(_MODE_ALIASES.get(from_env, from_env), "WANDB_MODE says so", guessed=False)
+    if has_credentials(environ):
+        return ModeChoice("online", "W&B credentials were found", guessed=True)
+    return ModeChoice(
+        "offline",
+        "no W&B credentials were found (no WANDB_API_KEY, no netrc entry for api.wandb.ai)",
+        guessed=True,
+    )
+
+
+def run_tags(tags: Mapping[str, Any]) -> list[str]:
+    """W&B tags are plain strings, so each entry becomes ``key=value``.
+
+    The key stays in the tag because the values alone (``tiny``, ``1``, ``0.1.0``) say nothing in the
+    W&B run table, and ``emergence.task=binary_addition`` can be filtered on. Tags longer than W&B's
+    64 characters are cut (wandb.init would refuse the run).
+    """
+    formatted = []
+    for key, value in tags.items():
+        tag = f"{key}={value}"
+        if len(tag) > MAX_TAG_LENGTH:
+            log.debug("wandb: tag %r cut to %d characters", tag, MAX_TAG_LENGTH)
+            tag = tag[:MAX_TAG_LENGTH]
+        if tag not in formatted:
+            formatted.append(tag)
+    return formatted
+
+
+def artifact_name(run_key: str, name: str | None) -> str:
+    """``emergence-<run_key>-<name>``, in the characters and length W&B accepts for artifact names."""
+    raw = f"emergence-{run_key}-{name or UNNAMED_ARTIFACT}"
+    return _ILLEGAL_ARTIFACT_NAME_CHARS.sub("_", raw)[:MAX_ARTIFACT_NAME_LENGTH]
+
+
+def json_safe(value: Any) -> Any:
+    """A table cell that W&B writes as strict JSON.
+
+    wandb.Table writes NaN and infinities as bare ``NaN`` / ``Infinity``, which JSON.parse in the
+    browser (and strict readers) refuse, so they become None, as pandas writes them. numpy and torch
+    scalars become Python numbers; containers are converted element by element; anything else is
+    written as its text.
+    """
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(inner) for inner in value]
+    item = getattr(value, "item", None)  # numpy and torch scalars
+    if callable(item):
+        with contextlib.suppress(TypeError, ValueError):
+            scalar = item()
+            if not callable(getattr(scalar, "item", None)):
+                return json_safe(scalar)
+    return str(value)
+
+
+def same_value(sent: Any, value: Any) -> bool:
+    """Equal, counting NaN as equal to NaN (a replayed NaN is the same measurement)."""
+    if sent == value:
+        return True
+    try:
+        return math.isnan(sent) and math.isnan(value)
+    except TypeError:
+        return False
+
+
+def dotted_paths(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Every node of a nested config under its dotted path (``model.d_model``, ``measures.0.name``).
+
+    That is how the core spells its flat params, so a param can be matched against the config that
+    ``start`` already sent.
+    """
+    paths: dict[str, Any] = {}
+    if isinstance(node, Mapping):
+        children: Sequence[tuple[Any, Any]] = list(node.items())
+    elif isinstance(node, list | tuple):
+        children = list(enumerate(node))
+    else:
+        return paths
+    for key, child in children:
+        path = f"{prefix}{key}"
+        paths[path] = child
+        paths.update(dotted_paths(child, path + "."))
+    return paths
+
+
+class WandbTracker:
+    """Logs an emergence run to Weights & Biases.
+
+    ``options`` is the spec's tracking entry: ``project`` (default ``$WANDB_PROJECT``, else
+    ``emergence``), ``entity`` (default: W&B's own default entity), ``mode`` (``online``, ``offline``,
+    ``disabled``, or unset: see ``resolve_mode``) and ``tags``. MLflow's ``experiment`` and
+    ``tracking_uri`` are ignored. ``run_dir`` is the emergence run directory; W&B writes its files under
+    ``<run_dir>/wandb/`` (for an offline run, ``offline-run-<time>-<run_key>/run-<run_key>.wandb``).
+    """
+
+    def __init__(self, options: Mapping[str, Any], run_dir: Path) -> None:
+        # Nothing here may fail or touch the disk: the core builds trackers outside TrackerFanout's
+        # protection, so the mode (which reads credentials) is settled in start().
+        self.options = dict(options)
+        self.run_dir = Path(run_dir)
+        self.project: str = self.options.get("project") or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+        self.entity: str | None = self.options.get("entity")
+        self.mode: str | None = None
+        self.run_key: str | None = None
+        self.run: Any = None  # wandb's Run once started
+        self._active = False  # started and not yet finished
+        self._config_paths: dict[str, Any] = {}
+        self._artifacts: dict[str | None, wandb.Artifact] = {}
+        # What this tracker has sent, so that a journal replay skips it: metric -> step -> value, and
+        # (table, step, digest of its cells).
+        self._sent_values: dict[str, dict[int, Any]] = {}
+        self._sent_tables: set[tuple[str, int | None, str]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(
+        self, run_key: str, name: str, group: str, tags: Mapping[str, str], config: Mapping[str, Any]
+    ) -> None:
+        if self._active and run_key == self.run_key:
+            log.debug("wandb: run %s is already open; a replay goes on in it", run_key)
+            return
+        if self._active:
+            raise RuntimeError(
+                f"WandbTracker is still logging run {self.run_key}; finish it before {run_key}"
+            )
+        choice = resolve_mode(self.options.get("mode"))
+        if choice.mode in LOGGED_IN_MODES:
+            # prompt=False: without a key wandb.init would ask on the terminal and the run would wait.
+            if not wandb.login(prompt=False, verify=False):
+                raise RuntimeError(
+                    f"W&B mode is {choice.mode} ({choice.reason}) but no W&B credentials were found: set "
+                    "WANDB_API_KEY or run `wandb login`, or set `mode: offline` in the spec's tracking "
+                    "entry and upload later with `wandb sync`"
+                )
+        else:
+            wandb.setup(settings=wandb.Settings(mode=choice.mode))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            id=run_key,
+            resume="allow",
+            reinit="create_new",
+            project=self.project,
+            entity=self.entity,
+            group=group or None,
+            name=name,
+            tags=run_tags({**(self.options.get("tags") or {}), **tags}),
+            job_type=JOB_TYPE,
+            config=dict(config),
+            dir=str(self.run_dir.absolute()),  # absolute, so the `wandb sync` path works from anywhere
+            mode=choice.mode,  # type: ignore[arg-type]  # wandb.init checks the value itself
+        )
+        self.mode = choice.mode
+        self.run_key = run_key
+        self._active = True
+        self._config_paths = dotted_paths(config)
+        self._artifacts = {}
+        self._sent_values = {}
+        self._sent_tables = set()
+        self.run.define_metric(STEP_KEY)
+        self.run.define_metric("*", step_metric=STEP_KEY, step_sync=True)
+        if choice.mode == "offline":
+            sync_dir = self.run.settings.sync_dir
+            log.log(
+                logging.WARNING if choice.guessed else logging.INFO,
+                "W&B is offline because %s: run %s is written to %s; upload it with `wandb sync %s`",
+                choice.reason,
+                run_key,
+                sync_dir,
+                sync_dir,
+            )
+
+    def finish(self, status: str) -> None:
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"unknown run status {status!r}; allowed: {', '.join(FINAL_STATUSES)}")
+        run = self._require_run()
+        try:
+            # Artifacts are collected until now so that each name is one artifact version holding every
+            # file logged under it (the report and its plots), not one version per file.
+            for artifact in self._artifacts.values():
+                run.log_artifact(artifact)
+        finally:
+            self._artifacts = {}
+            self._active = False
+            run.finish(exit_code=0 if status == "completed" else 1)
+
+    # -- values ----------------------------------------------------------------------------------
+
+    def log_params(self, flat: Mapping[str, Any]) -> None:
+        """Adds to the run's config the params it does not already hold.
+
+        Most params are the config that ``start`` sent, flattened. W&B shows a nested config under the
+        same dotted names, so sending them again would list ``model.d_model`` twice; only params that are
+        new or changed (``run.device``, ``run.n_params``) go in, as flat keys.
+        """
+        run = self._require_run()
+        new = {
+            str(key): value
+            for key, value in flat.items()
+            if str(key) not in self._config_paths or self._config_paths[str(key)] != value
+        }
+        if new:
+            run.config.update(new, allow_val_change=True)
+            self._config_paths.update(new)
+
+    def log_metrics(self, values: Mapping[str, float], step: int) -> None:
+        """Logs one history row: the values this tracker has not yet sent at ``step``, and the step.
+
+        A value sent again at a step with a different value (a run recomputing a step) is logged again.
+        """
+        run = self._require_run()
+        step = int(step)
+        fresh = {
+            key: value
+            for key, value in values.items()
+            if not (
+                step in self._sent_values.get(key, {}) and same_value(self._sent_values[key][step], value)
+            )
+        }
+        if not fresh:
+            return
+        # The step goes in as our own key, never as log(step=...): see the module docstring.
+        run.log({**fresh, STEP_KEY: step})
+        for key, value in fresh.items():
+            self._sent_values.setdefault(key, {})[step] = value
+
+    def set_summary(self, summary: Mapping[str, Any]) -> None:
+        run = self._require_run()
+        run.summary.update({str(key): value for key, value in summary.items() if value is not None})
+
+    # -- tables and files ------------------------------------------------------------------------
+
+    def log_table(
+        self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int | None = None
+    ) -> None:
+        """Logs ``tables/<name>``; with a step, tables logged at several steps form a history.
+
+        allow_mixed_types: a measure's column can hold numbers in one row and text or nulls in the next,
+        and W&B's type check would otherwise raise on the first such row.
+        """
+        run = self._require_run()
+        header = [str(column) for column in columns]
+        cells = [[json_safe(cell) for cell in row] for row in rows]
+        step = None if step is None else int(step)
+        digest = hashlib.sha256(json.dumps([header, cells], allow_nan=False).encode()).hexdigest()
+        if (name, step, digest) in self._sent_tables:
+            return
+        table = wandb.Table(columns=header, data=cells, allow_mixed_types=True)
+        row: dict[str, Any] = {TABLE_KEY_PREFIX + sanitize_key(name): table}
+        if step is not None:
+            row[STEP_KEY] = step
+        run.log(row)
+        self._sent_tables.add((name, step, digest))
+
+    def log_artifact(self, path: Path, name: str | None = None) -> None:
+        """Adds a file, or a directory tree, to the artifact ``emergence-<run_key>-<name>``.
+
+        The artifact is logged by ``finish``. Paths inside it match the MLflow tracker's layout under
+        ``name``: a file keeps its name; a directory's files sit at the top of a named artifact, or
+        under the directory's own name in the unnamed one. Files are copied into W&B's staging area
+        now, so later changes to the run directory do not change what was logged.
+        """
+        run_key = self._require_run_key()
+        local = Path(path)
+        if not local.exists():
+            raise FileNotFoundError(f"no artifact to log at {local}")
+        artifact = self._artifacts.get(name)
+        if artifact is None:
+            artifact = wandb.Artifact(
+                artifact_name(run_key, name), type=ARTIFACT_TYPE, metadata={"run_key": run_key}
+            )
+            self._artifacts[name] = artifact
+        if local.is_dir():
+            artifact.add_dir(str(local), name=None if name else local.name, merge=True)
+        else:
+            artifact.add_file(str(local), name=local.name, overwrite=True)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _require_run(self) -> Any:
+        if not self._active:
+            raise RuntimeError("WandbTracker.start must be called before logging, and not after finish")
+        return self.run
+
+    def _require_run_key(self) -> str:
+        self._require_run()
+        assert self.run_key is not None
+        return self.run_key
