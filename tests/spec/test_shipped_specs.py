@@ -38,7 +38,7 @@ def test_shipped_spec_runs_end_to_end_when_shrunk(path, tmp_path):
     for index, measure in enumerate(measures):
         if measure["name"] in ("probe", "ablation"):  # fresh probe examples: a few, not thousands
             shrink += [f"measures.{index}.fit_size=120", f"measures.{index}.held_out_size=40"]
-    (run,) = resolve(str(path), shrink)
-    outcome = run_one(run)
-    assert outcome.state == "completed", outcome.reason
-    assert (outcome.run_dir / "verdicts.json").exists() and (outcome.run_dir / "report.html").exists()
+    for run in resolve(str(path), shrink):  # a sweep: every grid point
+        outcome = run_one(run)
+        assert outcome.state == "completed", outcome.reason
+        assert (outcome.run_dir / "verdicts.json").exists() and (outcome.run_dir / "report.html").exists()
