@@ -274,12 +274,19 @@ def compare(
     sources: Annotated[list[Path] | None, typer.Argument(help="run directories or folders of them (default: ./runs)")] = None,
     mlflow: Annotated[str | None, typer.Option("--mlflow", help="read an MLflow store instead: tracking URI (sqlite:///mlflow.db, http://...)")] = None,
     experiment: Annotated[str, typer.Option(help="the MLflow experiment, with --mlflow")] = "emergence",
+    wandb: Annotated[
+        list[Path] | None,
+        typer.Option("--wandb", help="read W&B runs: a run folder (wandb/offline-run-...), a run directory, or a folder of them (repeatable)"),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, markdown, csv or json")] = "table",
     spec: Annotated[str | None, typer.Option(help="only runs of this spec name")] = None,
     task: Annotated[str | None, typer.Option(help="only runs of this task")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="only runs with this tag, KEY=VALUE (repeatable)")] = None,
 ) -> None:
-    """One row per run: spec, task, level, model size, seed, emergence step, and every signal's verdict and lead."""
+    """One row per run: spec, task, level, model size, seed, emergence step, and every signal's verdict and lead.
+
+    Rows come from run directories (SOURCES), W&B run folders (--wandb, read from their .wandb files, so
+    offline runs work) or an MLflow experiment (--mlflow); several kinds of source can be given together."""
     from emergence import compare as comparing
 
     if fmt not in comparing.FORMATS:
@@ -291,10 +298,13 @@ def compare(
             _fail(f"error: compare: --tag {item!r} is not KEY=VALUE")
         wanted_tags[key] = value
     try:
+        rows: list[comparing.RunRow] = []
         if mlflow is not None:
-            rows = comparing.rows_from_mlflow(mlflow, experiment)
-        else:
-            rows = [comparing.row_from_run_dir(d) for d in comparing.run_directories(sources or [Path("runs")])]
+            rows += comparing.rows_from_mlflow(mlflow, experiment)
+        if wandb:
+            rows += comparing.rows_from_wandb(wandb)
+        if sources or (mlflow is None and not wandb):
+            rows += [comparing.row_from_run_dir(d) for d in comparing.run_directories(sources or [Path("runs")])]
     except (FileNotFoundError, LookupError) as error:
         _fail(f"error: compare: {error}")
     rows = comparing.select(rows, spec, task, wanted_tags)

@@ -1,4 +1,4 @@
-"""One row per run, from run directories or an MLflow experiment: what was run and what was found.
+"""One row per run, from run directories, W&B run folders or an MLflow experiment: what was run and what was found.
 
 Columns: run key, spec, task, level, model size, seed, state, emergence step, then one column per signal
 (``verdict (lead)``) and per probed feature (``quiet (lead)``), so runs of a sweep line up side by side.
@@ -102,6 +102,16 @@ def rows_from_mlflow(tracking_uri: str, experiment: str) -> list[RunRow]:
 
     tracker_class = registry.trackers.get("mlflow")
     return [RunRow(**row) for row in tracker_class.run_summaries(tracking_uri, experiment)]
+
+
+def rows_from_wandb(paths: Iterable[Path]) -> list[RunRow]:
+    """Every W&B run under ``paths`` (run folders ``wandb/offline-run-...`` or ``wandb/run-...``, run
+    directories, or folders of them), read from the runs' record logs by the W&B tracker plugin (the core
+    never imports wandb itself); offline runs need no W&B server."""
+    from emergence import registry
+
+    tracker_class = registry.trackers.get("wandb")
+    return [RunRow(**row) for row in tracker_class.run_summaries_from_dirs([Path(p) for p in paths])]
 
 
 # -- filtering and rendering ----------------------------------------------------------------------

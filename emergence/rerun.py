@@ -2,7 +2,8 @@
 
 REF is a run directory (``runs/<spec>/<run_key>``), an MLflow run (``mlflow:<run_id>`` or
 ``runs:/<run_id>``, from ``--mlflow URI``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``),
-or a W&B run directory (offline ``wandb/offline-run-...`` or synced ``wandb/run-...``). The spec comes back
+or a W&B run folder (offline ``wandb/offline-run-...`` or online ``wandb/run-...``, holding the run's
+``run-<id>.wandb`` record log), also given as the run directory whose ``wandb/`` holds it. The spec comes back
 with every default filled in, so it resolves to the same run key unless an override changes a result.
 """
 
@@ -17,6 +18,7 @@ import yaml
 from emergence.record import SPEC_FILE
 
 RUN_IDENTITY_FIELDS = ("run_key", "grid_point", "sweep_key")  # in a resolved spec, but not spec fields
+WANDB_RUN_FILES = "run-*.wandb"  # the record log in every W&B run folder, offline or online
 
 
 def spec_of_run(ref: str, tracking_uri: str | None = None) -> dict[str, Any]:
@@ -27,11 +29,12 @@ def spec_of_run(ref: str, tracking_uri: str | None = None) -> dict[str, Any]:
         path = Path(ref)
         if (path / SPEC_FILE).exists():
             resolved = yaml.safe_load((path / SPEC_FILE).read_text(encoding="utf-8"))
-        elif (path / "files" / "config.yaml").exists() or any(path.glob("run-*.wandb")):
-            resolved = _from_wandb_dir(path)
+        elif any(path.glob(WANDB_RUN_FILES)) or any((path / "wandb").glob(f"*/{WANDB_RUN_FILES}")):
+            resolved = _from_wandb(ref)
         else:
             raise FileNotFoundError(
-                f"{ref}: not a run directory (no {SPEC_FILE}), not a W&B run directory, and not mlflow:<run_id>"
+                f"{ref}: not a run directory (no {SPEC_FILE}), not a W&B run folder (no {WANDB_RUN_FILES}), "
+                "and not mlflow:<run_id>"
             )
     return {k: v for k, v in resolved.items() if k not in RUN_IDENTITY_FIELDS}
 
@@ -43,17 +46,11 @@ def _from_mlflow(run_id: str, tracking_uri: str | None) -> dict[str, Any]:
     return registry.trackers.get("mlflow").fetch_resolved_spec(run_id, tracking_uri)
 
 
-def _from_wandb_dir(path: Path) -> dict[str, Any]:
-    """W&B keeps the run config as ``files/config.yaml``, each key as ``{value: ...}`` beside its own ``_wandb``."""
-    config_file = path / "files" / "config.yaml"
-    if not config_file.exists():
-        raise FileNotFoundError(f"{path}: a W&B run directory without files/config.yaml")
-    raw = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-    # Only spec fields: W&B's config also holds the params added during the run (run.device, run.n_params).
-    from emergence.spec.schema import Spec
+def _from_wandb(ref: str) -> dict[str, Any]:
+    """Through the W&B tracker plugin, which reads the run's record log: the core never imports wandb."""
+    from emergence import registry
 
-    known = set(Spec.model_fields) | set(RUN_IDENTITY_FIELDS)
-    return {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in raw.items() if k in known}
+    return registry.trackers.get("wandb").fetch_resolved_spec(ref)
 
 
 def write_fetched_spec(spec: dict[str, Any], ref: str) -> Path:

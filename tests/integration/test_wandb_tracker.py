@@ -1,8 +1,9 @@
 """The W&B tracker against real offline W&B runs, read back from the ``run-<id>.wandb`` files they write.
 
 There is no W&B server here, and ``wandb.Api`` needs one. What an offline run holds is its record log:
-the same protobuf records that ``wandb sync`` uploads later, so reading them back shows exactly what
-the W&B server would receive.
+the same protobuf records that ``wandb sync`` uploads later, so reading them back (``emergence_wandb.records``)
+shows exactly what the W&B server would receive. The same reader serves ``emergence compare --wandb`` and
+``emergence run --from-run``, tested at the end against a real tiny run.
 """
 
 from __future__ import annotations
@@ -10,14 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import struct
+import shutil
 import subprocess
 import sys
 import textwrap
 import uuid
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +23,16 @@ import numpy as np
 import pytest
 import wandb
 from emergence_wandb import WandbTracker
+from emergence_wandb.records import RunLog, read_run, read_run_folder, record_ends, run_folders
 from emergence_wandb.tracker import artifact_name, has_credentials, resolve_mode
+from typer.testing import CliRunner
 from wandb.proto import wandb_internal_pb2 as pb
 
 from emergence import registry
+from emergence.cli import app
+from emergence.compare import FIXED_COLUMNS, RunRow
 from emergence.record import JournalContents, read_journal, read_status
+from emergence.rerun import spec_of_run
 from emergence.run import TrackerStart, run_directory, run_one
 from emergence.spec import resolve
 from emergence.sync import replay_journal
@@ -39,132 +42,12 @@ pytestmark = pytest.mark.integration
 
 CONFIG = {"seed": 0, "model": {"n_layers": 2, "d_model": 64}, "task": {"name": "addition", "digits": 3}}
 
-# The record log W&B writes (LevelDB's log format with its own file header): a 7-byte header
-# ":W&B", 0xBEE1 little-endian, version 0; then 32 KiB blocks of chunks, each with a 7-byte header
-# (CRC-32 of the type byte and payload, payload length, type) and a payload. A record too long for the
-# rest of its block is split into first/middle/last chunks; a block tail under 7 bytes is padding.
-FILE_HEADER = struct.Struct("<4sHB")
-CHUNK_HEADER = struct.Struct("<IHB")
-BLOCK_SIZE = 32 * 1024
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-
-
-def read_records(path: Path) -> Iterator[pb.Record]:
-    data = path.read_bytes()
-    ident, magic, version = FILE_HEADER.unpack_from(data)
-    assert (ident, magic, version) == (b":W&B", 0xBEE1, 0), f"{path} is not a W&B record log"
-    offset, pieces = FILE_HEADER.size, []
-    while offset + CHUNK_HEADER.size <= len(data):
-        left_in_block = BLOCK_SIZE - offset % BLOCK_SIZE
-        if left_in_block < CHUNK_HEADER.size:
-            offset += left_in_block
-            continue
-        checksum, length, kind = CHUNK_HEADER.unpack_from(data, offset)
-        payload = data[offset + CHUNK_HEADER.size : offset + CHUNK_HEADER.size + length]
-        offset += CHUNK_HEADER.size + length
-        if kind == 0 and length == 0:
-            continue  # zero fill at a block's end
-        assert zlib.crc32(bytes([kind]) + payload) == checksum, f"corrupt chunk in {path}"
-        if kind in (FULL, FIRST):
-            pieces = [payload]
-        else:
-            pieces.append(payload)
-        if kind in (FULL, LAST):
-            record = pb.Record()
-            record.ParseFromString(b"".join(pieces))
-            yield record
-
-
-def item_path(item: Any) -> tuple[str, ...]:
-    return tuple(item.nested_key) or (item.key,)
-
-
-def put(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    for part in path[:-1]:
-        target = target.setdefault(part, {})
-    target[path[-1]] = value
-
-
-def drop(target: dict[str, Any], path: tuple[str, ...]) -> None:
-    for part in path[:-1]:
-        target = target.get(part, {})
-    target.pop(path[-1], None)
-
-
-@dataclass
-class OfflineRun:
-    """What one ``run-<id>.wandb`` file says about its run."""
-
-    sync_dir: Path
-    run: pb.RunRecord | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-    metrics: list[pb.MetricRecord] = field(default_factory=list)
-    artifacts: list[pb.ArtifactRecord] = field(default_factory=list)
-    exit_code: int | None = None
-
-    def apply_config(self, record: pb.ConfigRecord) -> None:
-        for item in record.update:
-            put(self.config, item_path(item), json.loads(item.value_json))
-        for item in record.remove:
-            drop(self.config, item_path(item))
-
-    def values_of(self, key: str) -> list[tuple[int, Any]]:
-        """(our step key, value) for every history row that holds ``key``, in logging order."""
-        return [(row["step"], row[key]) for row in self.history if key in row]
-
-    def table(self, key: str, row: dict[str, Any]) -> dict[str, Any]:
-        """The table a history row refers to, from the file W&B wrote into the run's files."""
-        reference = row[key]
-        assert reference["_type"] == "table-file"
-        return json.loads((self.sync_dir / "files" / reference["path"]).read_text())
-
-    def artifact(self, name: str) -> pb.ArtifactRecord:
-        (found,) = [artifact for artifact in self.artifacts if artifact.name == name]
-        return found
-
-
-def read_offline_run(wandb_file: Path) -> OfflineRun:
-    offline = OfflineRun(sync_dir=wandb_file.parent)
-    for record in read_records(wandb_file):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            offline.run = record.run
-            offline.apply_config(record.run.config)
-        elif kind == "config":
-            offline.apply_config(record.config)
-        elif kind == "history":
-            row: dict[str, Any] = {}
-            for item in record.history.item:
-                put(row, item_path(item), json.loads(item.value_json))
-            offline.history.append(row)
-        elif kind == "summary":
-            for item in record.summary.update:
-                put(offline.summary, item_path(item), json.loads(item.value_json))
-            for item in record.summary.remove:
-                drop(offline.summary, item_path(item))
-        elif kind == "metric":
-            offline.metrics.append(record.metric)
-        elif kind == "artifact":
-            offline.artifacts.append(record.artifact)
-        elif kind == "exit":
-            offline.exit_code = record.exit.exit_code
-    return offline
-
-
-def offline_run_files(run_dir: Path, run_key: str) -> list[Path]:
-    """Oldest first. W&B names the directory by the second the run started and appends "-1", "-2" when
-    a run with the same id already started in that second."""
-    return sorted(run_dir.glob(f"wandb/offline-run-*-{run_key}*/run-{run_key}.wandb"))
-
-
-def the_offline_run(run_dir: Path, run_key: str) -> OfflineRun:
+def the_offline_run(run_dir: Path, run_key: str) -> RunLog:
     # run.finish() only asks wandb-core to close the run's file, without waiting, and the last records
     # can still sit in its write buffer when finish returns; teardown waits until every file is closed.
     wandb.teardown()
-    (wandb_file,) = offline_run_files(run_dir, run_key)
-    return read_offline_run(wandb_file)
+    (folder,) = run_folders(run_dir / "wandb", run_key)
+    return read_run_folder(folder)
 
 
 def manifest_paths(artifact: pb.ArtifactRecord) -> set[str]:
@@ -337,12 +220,20 @@ def test_a_resumed_run_continues_under_the_same_id(tmp_path: Path) -> None:
     resumed.finish("completed")
 
     wandb.teardown()
-    files = offline_run_files(tmp_path, run_key)
-    assert len(files) == 2
-    runs = [read_offline_run(path) for path in files]
+    folders = run_folders(tmp_path / "wandb", run_key)
+    assert len(folders) == 2
+    runs = [read_run_folder(folder) for folder in folders]
     assert all(offline.run is not None and offline.run.run_id == run_key for offline in runs)
     assert [offline.exit_code for offline in runs] == [1, 0]
     assert [step for step, _ in runs[1].values_of("behavior/loss")] == [10, 20, 30]
+
+    # Read as one run: both folders, oldest first; the newest process says how the run ended.
+    whole = read_run(tmp_path / "wandb", run_key)
+    assert whole.folders == folders and whole.exit_code == 0
+    assert [step for step, _ in whole.values_of("behavior/loss")] == [0, 10, 20, 10, 20, 30]
+    # Either folder stands for the whole run.
+    (row,) = WandbTracker.run_summaries_from_dirs([folders[0]])
+    assert row["run_key"] == run_key and row["state"] == "completed" and row["seed"] == 0
 
 
 @pytest.mark.parametrize("status", ["failed", "interrupted"])
@@ -495,3 +386,122 @@ def test_tiny_run_lands_in_an_offline_wandb_run(tiny_raw: dict, write_spec: Any)
         offline.artifact(artifact_name(run_spec.run_key, "report"))
     )
     assert manifest_paths(offline.artifact(artifact_name(run_spec.run_key, None))) == {"spec.resolved.yaml"}
+
+
+# -- reading runs back: `emergence compare --wandb` and `emergence run --from-run` ----------------------
+
+
+def test_run_summaries_read_verdict_tables_summary_state_and_tags(tmp_path: Path) -> None:
+    run_key = new_run_key()
+    config = {"run_key": run_key, "name": "addition", "seed": 3, **{k: v for k, v in CONFIG.items() if k != "seed"}}
+    config["task"] = {"name": "addition", "level": 2}
+    tracker = WandbTracker({"backend": "wandb", "tags": {"team": "interp"}}, run_dir=tmp_path / "run")
+    tracker.start(run_key, "run", "addition", {"emergence.spec": "addition"}, config)
+    tracker.log_params({"run.device": "cpu", "run.n_params": 1234})
+    columns = ["kind", "signal", "verdict", "lead_steps"]
+    tracker.log_table("verdicts", columns, [["signal", "llc/mean", "lagging", -10]])
+    # Analysed again (a resumed run): the latest table holds the run's verdicts.
+    tracker.log_table("verdicts", columns, [["signal", "llc/mean", "precursor", 120], ["signal", "rankme", "no_signal", None]])
+    tracker.log_table("feature_verdicts", ["kind", "feature", "verdict", "lead_steps"], [["feature", "carry", "quiet", 650]])
+    tracker.log_table("probes", ["feature", "accuracy"], [["carry", 0.75]], step=2)  # not a verdict table
+    # The first emergence step set is the first event's (not the first in sorted order).
+    tracker.set_summary({"emergence_step/behavior/z_first": 40, "emergence_step/behavior/a_second": -1})
+    tracker.finish("failed")
+    wandb.teardown()
+
+    (row,) = WandbTracker.run_summaries_from_dirs([tmp_path])
+    assert row == {
+        "run_key": run_key,
+        "spec": "addition",
+        "task": "addition",
+        "level": 2,
+        "n_layers": 2,
+        "d_model": 64,
+        "n_params": 1234,
+        "seed": 3,
+        "state": "failed",
+        "emergence_step": 40,
+        "tags": {"team": "interp", "emergence.spec": "addition"},
+        "verdicts": [
+            {"kind": "signal", "signal": "llc/mean", "verdict": "precursor", "lead_steps": 120},
+            {"kind": "signal", "signal": "rankme", "verdict": "no_signal", "lead_steps": None},
+            {"kind": "feature", "feature": "carry", "verdict": "quiet", "lead_steps": 650},
+        ],
+    }
+    cells = RunRow(**row).cells()
+    assert cells["llc/mean"] == "precursor (120)" and cells["feature/carry"] == "quiet (650)"
+    assert WandbTracker.fetch_resolved_spec(str(tmp_path / "run")) == config
+
+    # A run whose last record is cut off (still being written, or its process killed) has no exit
+    # record: it reads as running, and the cut-off record is left out.
+    (folder,) = run_folders(tmp_path / "run" / "wandb", run_key)
+    copy = tmp_path / "copy" / "wandb" / folder.name
+    shutil.copytree(folder, copy)
+    wandb_file = copy / f"run-{run_key}.wandb"
+    ends = [0] + [end for _, end in record_ends(wandb_file)]
+    kinds = [record.WhichOneof("record_type") for record, _ in record_ends(wandb_file)]
+    exit_start = ends[kinds.index("exit")]
+    with wandb_file.open("r+b") as handle:
+        handle.truncate(exit_start + 8)  # the exit record's chunk header and one byte of it
+    (running,) = WandbTracker.run_summaries_from_dirs([copy])
+    assert running["state"] == "running" and running["verdicts"] == row["verdicts"]
+
+
+def test_reading_back_names_what_is_missing(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(LookupError, match="no W&B run folder"):
+        WandbTracker.run_summaries_from_dirs([empty])
+    with pytest.raises(FileNotFoundError):
+        WandbTracker.run_summaries_from_dirs([tmp_path / "nowhere"])
+    for _ in range(2):
+        tracker = WandbTracker({"backend": "wandb"}, run_dir=tmp_path / "two")
+        tracker.start(new_run_key(), "run", "group", {}, {})
+        tracker.finish("completed")
+    wandb.teardown()
+    with pytest.raises(LookupError, match="give the run folder of one"):
+        WandbTracker.fetch_resolved_spec(str(tmp_path / "two"))
+    (one, _) = sorted((tmp_path / "two" / "wandb").glob("offline-run-*"))
+    with pytest.raises(LookupError, match="no emergence spec"):
+        WandbTracker.fetch_resolved_spec(str(one))
+    runner = CliRunner()
+    result = runner.invoke(app, ["compare", "--wandb", str(empty)])
+    assert result.exit_code == 2 and "no W&B run folder" in result.output
+    assert len(json.loads(runner.invoke(app, ["compare", "--wandb", str(tmp_path / "two"), "--format", "json"]).stdout)) == 2
+
+
+def test_compare_and_from_run_read_the_offline_run_back(tiny_raw: dict, write_spec: Any, tmp_path: Path) -> None:
+    """A real run, read back from its W&B run folder alone: the same row as its run directory gives, and
+    the same spec, so that `--from-run` finds the same (completed) run."""
+    tiny_raw["tracking"] = [{"backend": "wandb", "mode": "offline", "project": "e2e"}]
+    (run_spec,) = resolve(str(write_spec(tiny_raw)), [])
+    assert run_one(run_spec).state == "completed"
+    wandb.teardown()
+    run_dir = run_directory(run_spec)
+    (folder,) = run_folders(run_dir / "wandb", run_spec.run_key)
+
+    runner = CliRunner()
+
+    def compare(*args: str) -> list[dict[str, Any]]:
+        result = runner.invoke(app, ["compare", *args, "--format", "json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    (from_dir,) = compare(str(run_dir))
+    (from_wandb,) = compare("--wandb", str(run_dir))
+    verdict_columns = set(from_dir) - set(FIXED_COLUMNS)
+    assert len(verdict_columns) > 5 and verdict_columns == set(from_wandb) - set(FIXED_COLUMNS)
+    for column in ("run_key", "spec", "task", "seed", "emergence_step", *sorted(verdict_columns)):
+        assert from_wandb[column] == from_dir[column], column
+    assert from_wandb == from_dir  # the other columns too: level, model size, n_params, state
+    assert compare("--wandb", str(folder)) == [from_dir]
+    assert compare("--wandb", str(tmp_path / "runs")) == [from_dir]
+    assert compare(str(run_dir), "--wandb", str(folder)) == [from_dir, from_dir]
+
+    again = runner.invoke(app, ["run", "--from-run", str(folder), "--quiet"])
+    assert again.exit_code == 0, again.output
+    assert f"skipped {run_dir}" in again.output.replace("\n", "")  # the same run key: already completed
+    # A run directory with only its wandb/ folder (no spec.resolved.yaml) is read through W&B too.
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir / "wandb", bare / "wandb", symlinks=True)
+    assert spec_of_run(str(bare)) == spec_of_run(str(folder)) == spec_of_run(str(run_dir))

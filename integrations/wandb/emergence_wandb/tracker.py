@@ -43,18 +43,24 @@ from urllib.parse import urlsplit
 import wandb
 
 from emergence.tracking import sanitize_key
+from emergence_wandb import records
+from emergence_wandb.records import STEP_KEY, TABLE_KEY_PREFIX
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PROJECT = "emergence"
-STEP_KEY = "step"
-TABLE_KEY_PREFIX = "tables/"
 JOB_TYPE = "train"
 ARTIFACT_TYPE = "emergence-run"
 # Artifacts logged with ``name=None`` (the resolved spec, for one) share this artifact.
 UNNAMED_ARTIFACT = "files"
 
 FINAL_STATUSES = ("completed", "failed", "interrupted")
+
+# Tables whose rows are a run's verdicts, as `emergence compare` shows them (see emergence.run._analyze).
+VERDICT_TABLES = ("verdicts", "feature_verdicts")
+EMERGENCE_STEP_PREFIX = "emergence_step/"  # summary keys; -1 means the behaviour never emerged
+# A run's state from its exit code (finish() writes 0 or 1); no exit code yet: the run goes on.
+_STATES: dict[int | None, str] = {None: "running", 0: "completed"}
 
 # wandb.init refuses tags longer than this.
 MAX_TAG_LENGTH = 64
@@ -401,3 +407,89 @@ class WandbTracker:
         self._require_run()
         assert self.run_key is not None
         return self.run_key
+
+    # -- reading runs back: `emergence compare --wandb` and `emergence run --from-run` ----------------------
+    # Read from the runs' record logs on disk (see records.py): no W&B server, so offline runs work too.
+
+    @classmethod
+    def fetch_resolved_spec(cls, ref: str, tracking_uri: str | None = None) -> dict[str, Any]:
+        """The resolved spec an emergence run sent as its W&B config.
+
+        ``ref`` is a W&B run folder (``.../wandb/offline-run-...`` or ``.../wandb/run-...``), its
+        ``.wandb`` file, or the emergence run directory holding ``wandb/``. ``tracking_uri`` is unused
+        (it is MLflow's). The config keys that are spec fields come back, with ``run_key``,
+        ``grid_point`` and ``sweep_key``; W&B's ``_wandb`` and the params the run added (``run.device``,
+        ``run.n_params``) are left out.
+        """
+        from emergence.rerun import RUN_IDENTITY_FIELDS
+        from emergence.spec.schema import Spec
+
+        found = records.find_runs([Path(ref)])
+        if len(found) != 1:
+            ids = ", ".join(sorted(run_id for _, run_id in found)) or "none"
+            raise LookupError(f"{ref}: W&B runs found: {ids}; give the run folder of one")
+        try:
+            run_log = records.read_run(*found[0])
+        except records.CorruptRunFile as error:
+            raise LookupError(str(error)) from None
+        known = set(Spec.model_fields) | set(RUN_IDENTITY_FIELDS)
+        spec = {key: value for key, value in run_log.config.items() if key in known}
+        if "name" not in spec:
+            raise LookupError(f"{ref}: W&B run {run_log.run_id} has no emergence spec in its config")
+        return spec
+
+    @classmethod
+    def run_summaries_from_dirs(cls, paths: Sequence[Path]) -> list[dict[str, Any]]:
+        """One dict per W&B run found under ``paths`` (see ``records.find_runs``), with the fields of
+        ``emergence.compare.RunRow``.
+
+        Identity and size come from the config (the resolved spec and ``run.n_params``), the state from
+        the exit code (``running`` while the newest process has written none), the emergence step from
+        the first ``emergence_step/...`` summary key, the verdicts from the latest ``verdicts`` and
+        ``feature_verdicts`` tables, the tags from the ``key=value`` tags. A path that holds no W&B run
+        raises ``LookupError``.
+        """
+        found: list[tuple[Path, str]] = []
+        for path in paths:
+            in_path = records.find_runs([Path(path)])
+            if not in_path:
+                raise LookupError(f"{path}: no W&B run folder ({records.RUN_FILE_GLOB}) in it or under it")
+            found += [run for run in in_path if run not in found]
+        try:
+            return [_summary_row(records.read_run(wandb_dir, run_id)) for wandb_dir, run_id in found]
+        except records.CorruptRunFile as error:
+            raise LookupError(str(error)) from None
+
+
+def _summary_row(run_log: records.RunLog) -> dict[str, Any]:
+    """A run as a row of `emergence compare` (the fields of ``emergence.compare.RunRow``)."""
+    config = run_log.config
+    task = config.get("task") if isinstance(config.get("task"), Mapping) else {}
+    model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
+    tags: dict[str, str] = {}
+    for tag in run_log.tags:
+        key, _, value = tag.partition("=")
+        tags[key] = value
+    # The summary keeps keys in the order they were first set, which for emergence steps is the
+    # order of the run's events: the first is the one `compare` shows, as for a run directory.
+    steps = [value for key, value in run_log.summary.items() if key.startswith(EMERGENCE_STEP_PREFIX)]
+    step = steps[0] if steps else None
+    verdicts: list[dict[str, Any]] = []
+    for name in VERDICT_TABLES:
+        table = run_log.latest_table(name)
+        if table is not None:
+            verdicts += table.dicts()
+    return {
+        "run_key": str(config.get("run_key") or run_log.run_id),
+        "spec": str(config.get("name") or tags.get("emergence.spec", "")),
+        "task": str(task.get("name") or tags.get("emergence.task", "")),
+        "level": task.get("level"),
+        "n_layers": model.get("n_layers"),
+        "d_model": model.get("d_model"),
+        "n_params": config.get("run.n_params"),
+        "seed": config.get("seed"),
+        "state": _STATES.get(run_log.exit_code, "failed"),
+        "emergence_step": None if not isinstance(step, int | float) or step < 0 else int(step),
+        "tags": tags,
+        "verdicts": verdicts,
+    }
