@@ -358,6 +358,7 @@ class Run:
         write_status(self.run_dir, state, **details)
         self._write_report()
         self.trackers.log_artifact(self.run_dir / SPEC_FILE, None)
+        self.trackers.log_artifact(self.journal.path, None)  # every value, table and event: the run's record
         self.trackers.finish(tracker_status or state)
         analysis = analysis or {}
         return RunOutcome(

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from emergence.run import TrackerStart
 
 REPORT_FILE = "report.html"
+JOURNAL_FILE = "journal.jsonl"
 
 
 def replay_journal(tracker: Tracker, start: TrackerStart, journal: JournalContents) -> None:
@@ -105,6 +106,7 @@ def sync_run(run_dir: Path, only: list[str] | None = None) -> SyncResult:
                 for png in sorted(run_dir.glob("*.png")):
                     tracker.log_artifact(png, "report")
             tracker.log_artifact(run_dir / SPEC_FILE, None)
+            tracker.log_artifact(run_dir / JOURNAL_FILE, None)
             if final is not None:
                 tracker.finish(final)
         except Exception as error:  # noqa: BLE001 - report it; the journal still holds everything

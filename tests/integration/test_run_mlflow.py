@@ -57,7 +57,7 @@ def assert_run_complete(client, run, run_spec, run_dir):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
-    assert "spec.resolved.yaml" in artifacts
+    assert "spec.resolved.yaml" in artifacts and "journal.jsonl" in artifacts
     assert "report/report.html" in artifacts and "report/behavior.png" in artifacts
     table_path = next(p for p in artifacts if p.startswith("tables/verdicts"))
     local = client.download_artifacts(run.info.run_id, table_path, str(run_dir / "downloaded"))

@@ -385,7 +385,7 @@ def test_tiny_run_lands_in_an_offline_wandb_run(tiny_raw: dict, write_spec: Any)
     assert {"report.html", "behavior.png"} <= manifest_paths(
         offline.artifact(artifact_name(run_spec.run_key, "report"))
     )
-    assert manifest_paths(offline.artifact(artifact_name(run_spec.run_key, None))) == {"spec.resolved.yaml"}
+    assert manifest_paths(offline.artifact(artifact_name(run_spec.run_key, None))) == {"spec.resolved.yaml", "journal.jsonl"}
 
 
 # -- reading runs back: `emergence compare --wandb` and `emergence run --from-run` ----------------------

@@ -477,6 +477,7 @@ class MlflowTracker:
     @classmethod
     def fetch_resolved_spec(cls, run_id: str, tracking_uri: str | None) -> dict[str, Any]:
         """The resolved spec an emergence run logged at start (``spec.resolved.json``)."""
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file on stderr
         client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
         with tempfile.TemporaryDirectory(prefix="emergence-mlflow-") as scratch:
             try:
@@ -489,6 +490,7 @@ class MlflowTracker:
     def run_summaries(cls, tracking_uri: str | None, experiment: str) -> list[dict[str, Any]]:
         """One dict per emergence run of ``experiment`` (sweep parents left out), with the fields of
         ``emergence.compare.RunRow``: identity and size from params and tags, verdicts from the tables."""
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two bars per run on stderr
         client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
         found = client.get_experiment_by_name(experiment)
         if found is None:
