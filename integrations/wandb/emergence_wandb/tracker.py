@@ -49,6 +49,7 @@ from emergence_wandb.records import STEP_KEY, TABLE_KEY_PREFIX
 log = logging.getLogger(__name__)
 
 DEFAULT_PROJECT = "emergence"
+INIT_TIMEOUT_SECONDS = 20.0
 JOB_TYPE = "train"
 ARTIFACT_TYPE = "emergence-run"
 # Artifacts logged with ``name=None`` (the resolved spec, for one) share this artifact.
@@ -270,6 +271,9 @@ class WandbTracker:
             config=dict(config),
             dir=str(self.run_dir.absolute()),  # absolute, so the `wandb sync` path works from anywhere
             mode=choice.mode,  # type: ignore[arg-type]  # wandb.init checks the value itself
+            # 90 s by default: a server that is away would stall training that long at every catch-up
+            # attempt (the core retries every 30 s); the journal keeps every value meanwhile.
+            settings=wandb.Settings(init_timeout=INIT_TIMEOUT_SECONDS),
         )
         self.mode = choice.mode
         self.run_key = run_key
