@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from emergence.capture import CaptureRequest
-from emergence.tasks.base import TaskData
+from emergence.tasks.base import Split, TaskData
 
 Cost = Literal["cheap", "moderate", "expensive"]
 
@@ -50,6 +50,14 @@ class MeasureContext:
     # Tables a measure wants kept beside its numbers (the LLC's SGLD loss traces): name -> (columns, rows).
     # The run writes each to the journal for this step and hands it to the trackers.
     tables: dict[str, tuple[list[str], list[list[Any]]]] = field(default_factory=dict)
+
+
+def fixed_train_subset(train: Split, n_examples: int, seed: int) -> Split:
+    """The first ``n_examples`` of a permutation drawn once from the run seed: the same examples at every
+    step, so a change over training is a change of the model and not of the data. The LLC's calibration
+    draws the same subset from a checkpoint's spec."""
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return train.subset(order[:n_examples])
 
 
 class Measure(ABC):

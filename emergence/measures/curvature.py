@@ -21,7 +21,7 @@ from pydantic import Field
 from torch.func import functional_call
 
 from emergence import registry
-from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup
+from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup, fixed_train_subset
 from emergence.measures.parameters import evaluation_mode, matches_prefix
 from emergence.train.loop import answer_loss
 
@@ -255,11 +255,7 @@ class CurvatureMeasure(Measure):
 
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
-        train = setup.task.train
-        # Drawn once from the run seed: the same batch at every step, so a change over training is a
-        # change of the model and not of the data.
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(setup.seed))
-        batch = train.subset(order[: self.options.batch_size])
+        batch = fixed_train_subset(setup.task.train, self.options.batch_size, setup.seed)
         self.tokens = batch.tokens.to(setup.device)
         self.target_mask = batch.target_mask.to(setup.device)
 

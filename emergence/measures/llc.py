@@ -38,7 +38,7 @@ from pydantic import Field
 from torch.func import functional_call
 
 from emergence import registry
-from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup
+from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup, fixed_train_subset
 from emergence.measures.parameters import evaluation_mode
 from emergence.train.loop import answer_loss
 
@@ -307,11 +307,7 @@ class LLC(Measure):
 
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
-        train = setup.task.train
-        # Drawn once from the run seed: the same subset at every step, so a change over training is a
-        # change of the model and not of the data.
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(setup.seed))
-        subset = train.subset(order[: self.options.n_examples])
+        subset = fixed_train_subset(setup.task.train, self.options.n_examples, setup.seed)
         self.tokens = subset.tokens.to(setup.device)
         self.target_mask = subset.target_mask.to(setup.device)
         self.nbeta = resolve_nbeta(self.options.nbeta, self.options.batch_size, len(self.tokens))
@@ -538,6 +534,5 @@ def load_run_checkpoint(run_spec: Any, step: int | None, n_examples: int, device
     task = build_task(t.name, t.level, t.params, t.train_size, t.test_size, t.diagnostic_size, spec.seed, train_features=False)
     model = build_model(spec.model, len(task.vocab), task.seq_len, spec.seed, device)
     model.load_state_dict(load_checkpoint(found[1], device)["model"])
-    order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(spec.seed))
-    subset = task.train.subset(order[:n_examples])
+    subset = fixed_train_subset(task.train, n_examples, spec.seed)
     return LoadedCheckpoint(model, subset.tokens.to(device), subset.target_mask.to(device), found[0], run_dir, spec.seed)
