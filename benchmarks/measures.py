@@ -37,10 +37,10 @@ import torch
 
 from emergence import registry
 from emergence.capture import capture
-from emergence.measures.base import MeasureContext, MeasureSetup
+from emergence.measures.base import MeasureContext
 from emergence.measures.behavior import behavior_values
 from emergence.models import build_model
-from emergence.run import TRAIN_EVAL_SIZE, build_measures, run_one
+from emergence.run import TRAIN_EVAL_SIZE, build_measures, measure_setup, run_one
 from emergence.schedule import MeasurementSchedule
 from emergence.spec import resolve
 from emergence.spec.grid import RunSpec
@@ -82,13 +82,7 @@ def time_measures(calls: int, only: list[str] | None) -> tuple[float, dict[str, 
     model = build_model(spec.model, len(task.vocab), task.seq_len, spec.seed, device)
     trainer = Trainer(model, task.train, spec.training, spec.seed, device)
     train_eval = task.train.subset(torch.arange(min(len(task.train), TRAIN_EVAL_SIZE)))
-    n_ctx = task.seq_len
-    setup = MeasureSetup(
-        spec.model.n_layers, spec.model.d_model, task, device, spec.seed,
-        make_examples=lambda n_train, n_test, seed: build_task(t.name, t.level, t.params, n_train, n_test, 0, seed),
-        initial_model=lambda: build_model(spec.model, len(task.vocab), n_ctx, spec.seed, device),
-        total_steps=spec.training.steps,
-    )
+    setup = measure_setup(spec, task, device)
     measures = build_measures(run_spec, setup)
 
     step_seconds = []
@@ -207,7 +201,7 @@ def memory_probe(variant: str) -> None:
         if variant == "forward":
             model(tokens)
         elif variant == "capture":
-            measures = build_measures(run_spec, MeasureSetup(spec.model.n_layers, spec.model.d_model, task, device, spec.seed))
+            measures = build_measures(run_spec, measure_setup(spec, task, device))
             _, activations = capture(model, task.diagnostic, [r for m, _ in measures for r in m.needs()], device)
             kept = list(activations.values())
         else:

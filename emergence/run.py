@@ -34,6 +34,7 @@ from emergence.record import (
 )
 from emergence.schedule import MeasurementSchedule
 from emergence.spec.grid import RunSpec
+from emergence.spec.schema import Spec
 from emergence.tasks import TaskData, build_task
 from emergence.tracking import TrackerFanout, build_trackers, sanitize_key
 from emergence.train import (
@@ -158,6 +159,27 @@ def tracker_summary(analysis: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def measure_setup(spec: Spec, task: TaskData, device: torch.device) -> MeasureSetup:
+    """What measures may know of a run: sizes, data, device, seed, and how to get fresh examples of the
+    task and the untrained model."""
+    t = spec.task
+    vocab_size, n_ctx = len(task.vocab), task.seq_len
+
+    def make_examples(train_size: int, test_size: int, seed: int) -> TaskData:
+        return build_task(t.name, t.level, t.params, train_size, test_size, 0, seed)
+
+    def initial_model() -> torch.nn.Module:
+        # fork_rng: building seeds the global generator, and training's randomness must not depend on
+        # whether (or when) a measure asked for the untrained model.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return build_model(spec.model, vocab_size, n_ctx, spec.seed, device)
+
+    return MeasureSetup(
+        spec.model.n_layers, spec.model.d_model, task, device, spec.seed,
+        make_examples=make_examples, initial_model=initial_model, total_steps=spec.training.steps,
+    )
+
+
 def build_measures(run_spec: RunSpec, setup: MeasureSetup) -> list[tuple[Measure, int | None]]:
     """Each measure with its cadence: the spec's ``every``, else the measure's default, else the schedule."""
     built = []
@@ -193,21 +215,7 @@ class Run:
         self.trainer = Trainer(self.model, self.task.train, spec.training, spec.seed, self.device)
         # Training-set behaviour only shows over- or under-fitting; a fixed slice of it is enough.
         self.train_eval = self.task.train.subset(torch.arange(min(len(self.task.train), TRAIN_EVAL_SIZE)))
-        vocab_size, n_ctx = len(self.task.vocab), self.task.seq_len
-
-        def make_examples(train_size: int, test_size: int, seed: int) -> TaskData:
-            return build_task(t.name, t.level, t.params, train_size, test_size, 0, seed)
-
-        def initial_model() -> torch.nn.Module:
-            # fork_rng: building seeds the global generator, and training's randomness must not depend on
-            # whether (or when) a measure asked for the untrained model.
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                return build_model(spec.model, vocab_size, n_ctx, spec.seed, self.device)
-
-        setup = MeasureSetup(
-            spec.model.n_layers, spec.model.d_model, self.task, self.device, spec.seed,
-            make_examples=make_examples, initial_model=initial_model, total_steps=spec.training.steps,
-        )
+        setup = measure_setup(spec, self.task, self.device)
         self.measures = build_measures(self.run_spec, setup)
         self.schedule = MeasurementSchedule(spec.schedule.every, spec.schedule.log_spaced_until, spec.training.steps)
 
