@@ -9,6 +9,7 @@ Reads what the ``probe`` and ``ablation`` measures journaled: ``probe/<family>/a
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,36 +54,51 @@ def families(journal: JournalContents) -> list[str]:
     return sorted({m["family"] for key in journal.metric_keys() if (m := PROBE_ACCURACY_KEY.match(key))})
 
 
-def probe_onsets(journal: JournalContents, persistence: int) -> dict[str, int | None]:
-    """``probe/<family>/accuracy`` -> its probe onset, for the precursor verdicts."""
-    onsets = {}
-    for family in families(journal):
+@dataclass(frozen=True)
+class ProbeSeries:
+    """One probed family's journaled series, read once (every ``JournalContents.series`` call walks the
+    whole journal)."""
+
+    steps: np.ndarray
+    accuracy: np.ndarray
+    baseline: np.ndarray
+    se: np.ndarray
+
+    @classmethod
+    def read(cls, journal: JournalContents, family: str) -> ProbeSeries:
         steps, accuracy = journal.series(f"probe/{family}/accuracy")
         _, baseline = journal.series(f"probe/{family}/baseline")
         _, se = journal.series(f"probe/{family}/se")
-        onsets[f"probe/{family}/accuracy"] = probe_onset(steps, accuracy, baseline, se, persistence)
-    return onsets
+        return cls(steps, accuracy, baseline, se)
+
+    def beats(self) -> np.ndarray:
+        return beats_baseline(self.accuracy, self.baseline, self.se)
+
+    def onset(self, persistence: int) -> int | None:
+        return probe_onset(self.steps, self.accuracy, self.baseline, self.se, persistence)
+
+
+def probe_onsets(journal: JournalContents, persistence: int) -> dict[str, int | None]:
+    """``probe/<family>/accuracy`` -> its probe onset, for the precursor verdicts."""
+    return {f"probe/{family}/accuracy": ProbeSeries.read(journal, family).onset(persistence) for family in families(journal)}
 
 
 def feature_verdicts(journal: JournalContents, events: list[dict[str, Any]], persistence: int) -> list[dict[str, Any]]:
     """One verdict per (probed feature family, emergence event): quiet, loud, never or no_emergence."""
     verdicts = []
     loss_steps, loss = journal.series(LOSS_KEY)
-    onsets = probe_onsets(journal, persistence)
+    series = {family: ProbeSeries.read(journal, family) for family in families(journal)}
+    onsets = {family: probed.onset(persistence) for family, probed in series.items()}
     ablation = {
-        family: {name: last_finite(journal, f"ablation/{family}/{name}") for name in ABLATION_FIELDS} for family in families(journal)
+        family: {name: last_finite(journal, f"ablation/{family}/{name}") for name in ABLATION_FIELDS} for family in series
     }
     for event in events:
         event_step = event["step"]
         plateau = plateau_loss(loss_steps, loss, event_step)
-        for family in families(journal):
-            steps, accuracy = journal.series(f"probe/{family}/accuracy")
-            _, baseline = journal.series(f"probe/{family}/baseline")
-            _, se = journal.series(f"probe/{family}/se")
-            onset = onsets[f"probe/{family}/accuracy"]
+        for family, probed in series.items():
+            onset = onsets[family]
             loss_at_onset = float(np.interp(onset, loss_steps, loss)) if onset is not None and len(loss_steps) else None
-            quiet_step = first_quiet_step(steps, beats_baseline(accuracy, baseline, se), loss_steps, loss, plateau, event_step)
-            verdict = feature_verdict(onset, event_step, quiet_step)
+            quiet_step = first_quiet_step(probed.steps, probed.beats(), loss_steps, loss, plateau, event_step)
             lead = event_step - onset if onset is not None and event_step is not None else None
             verdicts.append(
                 {
@@ -92,13 +108,13 @@ def feature_verdicts(journal: JournalContents, events: list[dict[str, Any]], per
                     "event_step": event_step,
                     "onset_step": onset,
                     "lead_steps": lead,
-                    "lead_intervals": lead_in_intervals(steps, onset, event_step) if lead is not None else None,
+                    "lead_intervals": lead_in_intervals(probed.steps, onset, event_step) if lead is not None else None,
                     "loss_at_onset": loss_at_onset,
                     "plateau_loss": plateau,
                     "quiet_step": quiet_step,
-                    "baseline": last_finite(journal, f"probe/{family}/baseline"),
-                    "final_accuracy": last_finite(journal, f"probe/{family}/accuracy"),
-                    "verdict": verdict,
+                    "baseline": finite_last(probed.baseline),
+                    "final_accuracy": finite_last(probed.accuracy),
+                    "verdict": feature_verdict(onset, event_step, quiet_step),
                     **{f"ablation_{name}": value for name, value in ablation[family].items()},
                 }
             )
@@ -132,7 +148,11 @@ def feature_verdict(onset: int | None, event_step: int | None, quiet_step: int |
 
 
 def last_finite(journal: JournalContents, key: str) -> float | None:
-    _, values = journal.series(key)
+    return finite_last(journal.series(key)[1])
+
+
+def finite_last(values: np.ndarray) -> float | None:
+    """The last finite value of a series, or None."""
     finite = values[np.isfinite(values)] if len(values) else values
     return float(finite[-1]) if len(finite) else None
 
