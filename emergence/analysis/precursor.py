@@ -42,14 +42,14 @@ def change_point_onset(steps: np.ndarray, values: np.ndarray, alpha: float, pers
     allowed = np.arange(persistence - 1, n - persistence)
     ranks = rankdata(values)
 
-    def largest_shift(rank_rows: np.ndarray) -> np.ndarray:
-        u = (allowed + 1) * (n + 1) - 2 * np.cumsum(rank_rows, axis=-1)[..., allowed]
-        return np.abs(u).max(axis=-1)
+    def pettitt_u(rank_rows: np.ndarray) -> np.ndarray:
+        """|U_t| at every allowed split, for one ranking or a stack of them (last axis: the series)."""
+        return np.abs((allowed + 1) * (n + 1) - 2 * np.cumsum(rank_rows, axis=-1)[..., allowed])
 
-    u_observed = (allowed + 1) * (n + 1) - 2 * np.cumsum(ranks)[allowed]
-    split = int(allowed[np.argmax(np.abs(u_observed))])
+    observed = pettitt_u(ranks)
+    split = int(allowed[np.argmax(observed)])
     shuffled = np.random.default_rng(0).permuted(np.tile(ranks, (PERMUTATIONS, 1)), axis=1)
-    exceed = int((largest_shift(shuffled) >= np.abs(u_observed).max() - 1e-9).sum())
+    exceed = int((pettitt_u(shuffled).max(axis=-1) >= observed.max() - 1e-9).sum())
     p_value = (1 + exceed) / (1 + PERMUTATIONS)
     return int(steps[split + 1]) if p_value < alpha else None
 
