@@ -1,36 +1,32 @@
-"""Plots and a self-contained HTML summary of one run directory.
+"""A self-contained HTML summary of one run directory, with the plots ``plots.py`` draws.
 
 The report reads only what a run leaves on disk (journal, ``analysis.json``, ``verdicts.json``, spec,
 status), so it can be rebuilt for any finished, failed or interrupted run without retraining. Whatever
 is missing is said so on the page rather than raised: a run that failed in its first step still gets a
 page that shows why.
 
-Plots use matplotlib's object API (``Figure`` + ``savefig``) rather than pyplot, so no backend or
-display is needed and no figure outlives the call.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import math
 import os
-import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
-from matplotlib import colormaps
-from matplotlib.axes import Axes
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
+from emergence.plots import (
+    BEHAVIOR_PLOT,
+    finite_number,
+    plot_behavior,
+    plot_geometry_families,
+    plot_probes,
+)
 from emergence.record import (
     ANALYSIS_FILE,
     SPEC_FILE,
@@ -41,7 +37,6 @@ from emergence.record import (
 )
 
 REPORT_FILE = "report.html"
-BEHAVIOR_PLOT = "behavior.png"
 
 VERDICT_COLUMNS = (
     "signal",
@@ -61,11 +56,7 @@ COLLAPSE_COLUMNS = ("signal", "layer", "initial", "floor", "floor_step", "collap
 KNOWN_VERDICTS = ("precursor", "synchronous", "lagging", "no_signal", "no_emergence")
 
 # Above this many layers a legend entry per layer crowds out the plot; a colour bar reads better.
-MAX_LEGEND_LAYERS = 12
 
-_LAYER_KEY = re.compile(r"^geometry/(?P<family>.+)/L(?P<layer>\d+)$")
-_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9_-]+")
-_PROBE_KEY = re.compile(r"^probe/(?P<family>[^/]+)/accuracy$")
 
 
 @dataclass
@@ -82,6 +73,11 @@ class RunData:
     verdicts: list[dict[str, Any]]
     feature_verdicts: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def analysis_list(self, key: str) -> list[dict[str, Any]]:
+        """``analysis.json``'s list under ``key`` (events, collapse, top_down), objects only."""
+        items = (self.analysis or {}).get(key) or []
+        return [item for item in items if isinstance(item, dict)]
 
 
 def write_report(run_dir: Path) -> Path:
@@ -159,248 +155,6 @@ def _spec_name(spec_text: str | None) -> str | None:
         return None
     name = spec.get("name") if isinstance(spec, dict) else None
     return str(name) if name else None
-
-
-def _analysis_list(data: RunData, key: str) -> list[dict[str, Any]]:
-    items = (data.analysis or {}).get(key) or []
-    return [item for item in items if isinstance(item, dict)]
-
-
-# --- plots ---------------------------------------------------------------------------------------
-
-
-def plot_behavior(data: RunData, path: Path) -> str | None:
-    """Scores (exact match, token accuracy) above, losses below; ``None`` when nothing was logged."""
-    logged_keys = data.journal.metric_keys()
-    behavior_keys = sorted(k for k in logged_keys if k.startswith("behavior/"))
-    loss_keys = [k for k in behavior_keys if k.endswith("loss")]
-    score_keys = [k for k in behavior_keys if k not in loss_keys]
-    if not behavior_keys:
-        return None
-
-    fig = Figure(figsize=(9, 6.5), layout="constrained")
-    score_ax, loss_ax = fig.subplots(2, 1, sharex=True)
-    for key in score_keys:
-        # Exact match is what "capability" means; per-token accuracy is context, so draw it fainter.
-        style = "-" if key.endswith("exact_match") else ":"
-        _plot_series(score_ax, data.journal, key, _short_behavior_label(key), linestyle=style)
-    for key in loss_keys:
-        _plot_series(loss_ax, data.journal, key, _short_behavior_label(key))
-
-    events = _analysis_list(data, "events")
-    for event in events:
-        threshold = _finite(event.get("threshold"))
-        if threshold is not None:
-            score_ax.axhline(
-                threshold,
-                color="grey",
-                linestyle="--",
-                linewidth=1,
-                label=f"threshold {threshold:g} ({_short_behavior_label(event.get('metric'))})",
-            )
-    _mark_events(score_ax, events, with_labels=True)
-    _mark_events(loss_ax, events, with_labels=False)
-
-    score_ax.set_ylabel("score")
-    score_ax.set_title("Behaviour")
-    loss_ax.set_ylabel("loss")
-    loss_ax.set_xlabel("step")
-    if _spans_decades(data.journal, loss_keys):
-        loss_ax.set_yscale("log")
-    for ax in (score_ax, loss_ax):
-        ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize="small", loc="best")
-    return _save(fig, path)
-
-
-def plot_geometry_families(data: RunData, run_dir: Path) -> list[str]:
-    """One PNG per geometry measure and hook site, one line per layer; returns the file names."""
-    collapse_by_signal = {c.get("signal"): c for c in _analysis_list(data, "collapse")}
-    events = _analysis_list(data, "events")
-    names = []
-    for family, layer_keys in geometry_families(data.journal.metric_keys()).items():
-        path = run_dir / plot_filename(family)
-        names.append(
-            _plot_geometry_family(data.journal, family, layer_keys, collapse_by_signal, events, path)
-        )
-    return names
-
-
-def plot_probes(data: RunData, run_dir: Path) -> list[str]:
-    """One PNG per probed feature family: held-out accuracy against the untrained-model baseline (with the
-    2-standard-error margin), the probe onset and the emergence event, and the test loss on a second axis."""
-    verdict_by_feature = {v.get("feature"): v for v in data.feature_verdicts}
-    events = _analysis_list(data, "events")
-    names = []
-    for key in sorted(k for k in data.journal.metric_keys() if _PROBE_KEY.match(k)):
-        family = _PROBE_KEY.match(key)["family"]  # type: ignore[index]
-        fig = Figure(figsize=(9, 4.2), layout="constrained")
-        ax = fig.subplots()
-        steps, accuracy = _plot_series(ax, data.journal, key, "probe accuracy (best layer per position)", color="tab:blue")
-        _, baseline = data.journal.series(f"probe/{family}/baseline")
-        _, se = data.journal.series(f"probe/{family}/se")
-        if len(baseline) == len(steps) and len(se) == len(steps):
-            ax.plot(steps, baseline, color="grey", linestyle="--", linewidth=1, label="untrained-model baseline")
-            ax.fill_between(steps, baseline, baseline + 2 * se, color="grey", alpha=0.15, label="baseline + 2 SE")
-        verdict = verdict_by_feature.get(family, {})
-        onset = _finite(verdict.get("onset_step"))
-        if onset is not None:
-            ax.axvline(onset, color="tab:green", linestyle=":", linewidth=1.5, label=f"probe onset @ {onset:g} ({verdict.get('verdict')})")
-        _mark_events(ax, events, with_labels=True)
-        ax.set_xlabel("step")
-        ax.set_ylabel("held-out probe accuracy")
-        ax.set_title(f"Probe: {family}")
-        ax.grid(alpha=0.3)
-        loss_steps, loss = data.journal.series("behavior/test/loss")
-        if len(loss_steps):
-            loss_ax = ax.twinx()
-            loss_ax.plot(loss_steps, loss, color="tab:orange", alpha=0.6, linewidth=1, label="test loss")
-            loss_ax.set_ylabel("test loss", color="tab:orange")
-            handles, labels = ax.get_legend_handles_labels()
-            more_handles, more_labels = loss_ax.get_legend_handles_labels()
-            ax.legend(handles + more_handles, labels + more_labels, fontsize="small", loc="best")
-        else:
-            ax.legend(fontsize="small", loc="best")
-        names.append(_save(fig, run_dir / plot_filename(f"probe/{family}")))
-    return names
-
-
-def geometry_families(keys: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
-    """``geometry/rankme/resid_post/L3`` -> ``{"geometry/rankme/resid_post": [(3, key), ...]}``.
-
-    Layers are sorted numerically so that L10 follows L9.
-    """
-    families: dict[str, list[tuple[int, str]]] = {}
-    for key in keys:
-        match = _LAYER_KEY.match(key)
-        if match:
-            families.setdefault(f"geometry/{match['family']}", []).append((int(match["layer"]), key))
-    return {family: sorted(layers) for family, layers in sorted(families.items())}
-
-
-def plot_filename(family: str) -> str:
-    """``geometry/rankme/resid_post`` -> ``geometry_rankme_resid_post.png``."""
-    return _UNSAFE_FILENAME.sub("_", family).strip("_") + ".png"
-
-
-def _plot_geometry_family(
-    journal: JournalContents,
-    family: str,
-    layer_keys: Sequence[tuple[int, str]],
-    collapse_by_signal: Mapping[Any, Mapping[str, Any]],
-    events: Sequence[Mapping[str, Any]],
-    path: Path,
-) -> str:
-    fig = Figure(figsize=(9, 5), layout="constrained")
-    ax = fig.subplots()
-    layers = [layer for layer, _ in layer_keys]
-    colormap = colormaps["viridis"]
-    norm = Normalize(vmin=min(layers), vmax=max(max(layers), min(layers) + 1))
-    use_legend = len(layer_keys) <= MAX_LEGEND_LAYERS
-
-    for layer, key in layer_keys:
-        colour = colormap(norm(layer))
-        steps, values = _plot_series(ax, journal, key, f"L{layer}" if use_legend else None, color=colour)
-        collapse = collapse_by_signal.get(key)
-        if collapse:
-            _mark_collapse(ax, steps, values, collapse, colour)
-    _mark_events(ax, events, with_labels=True)
-
-    ax.set_title(family.removeprefix("geometry/"))
-    ax.set_xlabel("step")
-    ax.set_ylabel(family.split("/")[1])  # the measure's name: geometry/<measure>/<site>
-    ax.grid(alpha=0.3)
-    handles = ax.get_legend_handles_labels()[0]
-    if any(key in collapse_by_signal for _, key in layer_keys):
-        handles += _collapse_legend_handles()
-    if not use_legend:
-        fig.colorbar(ScalarMappable(norm=norm, cmap=colormap), ax=ax, label="layer")
-    if handles:
-        ax.legend(handles=handles, fontsize="small", loc="best", ncols=2 if len(handles) > 8 else 1)
-    return _save(fig, path)
-
-
-def _plot_series(
-    ax: Axes, journal: JournalContents, key: str, label: str | None, **style: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    steps, values = journal.series(key)
-    # Infinities would wreck autoscaling; NaN just leaves a gap in the line, which is honest.
-    values = np.where(np.isfinite(values), values, np.nan)
-    marker = "o" if len(steps) < 30 else None  # sparse schedules: show where measurements were taken
-    ax.plot(steps, values, label=label, marker=marker, markersize=3, **style)
-    return steps, values
-
-
-def _mark_events(ax: Axes, events: Sequence[Mapping[str, Any]], with_labels: bool) -> None:
-    for event in events:
-        step = _finite(event.get("step"))
-        if step is None:
-            continue
-        label = (
-            f"emergence @ {step:g} ({_short_behavior_label(event.get('metric'))})" if with_labels else None
-        )
-        ax.axvline(step, color="crimson", linestyle="-", linewidth=1.2, alpha=0.8, label=label)
-
-
-def _mark_collapse(
-    ax: Axes, steps: np.ndarray, values: np.ndarray, collapse: Mapping[str, Any], colour: Any
-) -> None:
-    floor_step, floor = _finite(collapse.get("floor_step")), _finite(collapse.get("floor"))
-    if floor_step is not None and floor is not None:
-        ax.plot([floor_step], [floor], marker="o", color=colour, markeredgecolor="black", markersize=7)
-    for key, marker in (("collapse_step", "v"), ("recovery_onset", "^")):
-        step = _finite(collapse.get(key))
-        y = _value_at(steps, values, step) if step is not None else None
-        if y is not None:
-            ax.plot([step], [y], marker=marker, color=colour, markeredgecolor="black", markersize=8)
-
-
-def _collapse_legend_handles() -> list[Line2D]:
-    def handle(marker: str, label: str) -> Line2D:
-        return Line2D(
-            [],
-            [],
-            linestyle="none",
-            marker=marker,
-            color="white",
-            markeredgecolor="black",
-            markersize=7,
-            label=label,
-        )
-
-    return [handle("v", "collapse step"), handle("o", "floor"), handle("^", "recovery onset")]
-
-
-def _value_at(steps: np.ndarray, values: np.ndarray, step: float) -> float | None:
-    """The series at ``step``, interpolated between measurements; ``None`` outside the measured range."""
-    finite = np.isfinite(values)
-    if not finite.any() or step < steps[finite][0] or step > steps[finite][-1]:
-        return None
-    return float(np.interp(step, steps[finite], values[finite]))
-
-
-def _spans_decades(journal: JournalContents, keys: Sequence[str]) -> bool:
-    """Log scale only when losses are all positive and span over two decades; otherwise linear reads better."""
-    arrays = [journal.series(key)[1] for key in keys]
-    values = np.concatenate(arrays) if arrays else np.array([])
-    values = values[np.isfinite(values)]
-    return bool(values.size) and values.min() > 0 and values.max() / values.min() > 100
-
-
-def _save(fig: Figure, path: Path) -> str:
-    fig.savefig(path, dpi=100)
-    return path.name
-
-
-def _short_behavior_label(key: Any) -> str:
-    return str(key).removeprefix("behavior/") if key else "?"
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 # --- HTML ----------------------------------------------------------------------------------------
@@ -496,10 +250,10 @@ def _summary(data: RunData) -> str:
     elif data.analysis is None:
         items.append("No analysis: analysis.json is missing, so the run probably ended before analysis.")
     else:
-        items += [_event_summary(event) for event in _analysis_list(data, "events")] or [
+        items += [_event_summary(event) for event in data.analysis_list("events")] or [
             "No emergence events."
         ]
-        items += [_top_down_summary(entry) for entry in _analysis_list(data, "top_down")]
+        items += [_top_down_summary(entry) for entry in data.analysis_list("top_down")]
     if data.verdicts:
         counts = Counter(str(v.get("verdict")) for v in data.verdicts)
         items.append("Verdicts: " + ", ".join(f"{name} {n}" for name, n in counts.most_common()))
@@ -555,7 +309,7 @@ def _feature_cell_class(column: str, value: Any) -> str | None:
 
 
 def _collapse_table(data: RunData) -> str:
-    collapse = _analysis_list(data, "collapse")
+    collapse = data.analysis_list("collapse")
     if not collapse:
         return "<p>No collapse analysis.</p>"
     return _table(_columns(COLLAPSE_COLUMNS, collapse), collapse)
@@ -589,7 +343,7 @@ def _table(
             classes = [
                 c
                 for c in (
-                    "num" if _finite(value) is not None else None,
+                    "num" if finite_number(value) is not None else None,
                     cell_class(column, value) if cell_class else None,
                 )
                 if c

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emergence.plots import geometry_families, plot_filename
 from emergence.record import Journal, write_status
-from emergence.report import geometry_families, plot_filename, write_report
+from emergence.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STEPS = list(range(0, 1001, 50))
