@@ -8,13 +8,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from emergence import registry
@@ -49,20 +47,6 @@ def _resolve_or_exit(spec: Path, overrides: list[str] | None) -> list[RunSpec]:
     raise AssertionError("unreachable")
 
 
-class RunProgress:
-    """A live bar per run: step, loss, exact match, time left."""
-
-    def __init__(self, progress: Progress, total_steps: int, label: str) -> None:
-        self.progress = progress
-        self.task_id = progress.add_task(label, total=total_steps, loss=float("nan"), exact=float("nan"))
-
-    def __call__(self, result: object, values: Mapping[str, float]) -> None:
-        fields = {"loss": result.loss}  # type: ignore[attr-defined]
-        if "behavior/test/exact_match" in values:
-            fields["exact"] = values["behavior/test/exact_match"]
-        self.progress.update(self.task_id, completed=result.step, **fields)  # type: ignore[attr-defined]
-
-
 def _verdict_table(outcome: object) -> Table:
     table = Table(title="verdicts", show_lines=False)
     table.add_column("signal", overflow="fold")
@@ -91,7 +75,8 @@ def run(
 
     With --from-run, SPEC is fetched from an earlier run (yours or a colleague's) and, unless an override
     changes a result, resolves to the same run key: the same run, resumed or reattached."""
-    from emergence.orchestrate import execute
+    from emergence.orchestrate import execute, sweep_directory
+    from emergence.progress import SweepProgress
     from emergence.run import run_directory
 
     if from_run is not None:
@@ -112,26 +97,15 @@ def run(
     # `timeout`, `kill` and batch schedulers stop jobs with SIGTERM: treat it as Ctrl-C, so the run is marked
     # failed ("interrupted ... rerun to resume") instead of being left "running" forever.
     signal.signal(signal.SIGTERM, _interrupt)
-    outcomes = []
     started = time.perf_counter()
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("step {task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("exact {task.fields[exact]:.3f}"),
-        TimeElapsedColumn(),
-        TextColumn("left"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
-        for run_spec in runs:
-            console.print(f"run {run_spec.display_name} -> {run_directory(run_spec)}", highlight=False)
-            callback = RunProgress(progress, run_spec.spec.training.steps, run_spec.display_name)
-            try:
-                outcomes += execute([run_spec], force=force, progress=callback)
-            except TaskInputError as error:
-                _fail(f"error: {spec}: task.{error.field}: {error}")
+    execution = runs[0].spec.execution
+    where = f"{execution.executor}" + (f", {execution.workers} workers" if execution.workers else "")
+    for run_spec in runs:
+        console.print(f"run {run_spec.display_name} -> {run_directory(run_spec)}", highlight=False)
+    if len(runs) > 1:
+        console.print(f"sweep of {len(runs)} runs on {where}", highlight=False)
+    with SweepProgress(runs, console, enabled=not quiet) as display:
+        outcomes = execute(runs, force=force, progress=display)
     failed = 0
     for outcome in outcomes:
         console.print(f"\n[bold]{outcome.state}[/bold] {outcome.run_dir}" + (f" ({outcome.reason})" if outcome.reason else ""))
@@ -141,6 +115,9 @@ def run(
             console.print(_verdict_table(outcome))
         failed += outcome.state == "failed"
     console.print(f"{len(outcomes)} run(s) in {time.perf_counter() - started:.0f} s")
+    summary_dir = sweep_directory(runs)
+    if summary_dir is not None and (summary_dir / "report.html").exists():
+        console.print(f"sweep summary: {summary_dir / 'sweep.json'}, report: {summary_dir / 'report.html'}", highlight=False)
     if failed:
         raise typer.Exit(1)
 

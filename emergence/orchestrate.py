@@ -1,63 +1,148 @@
-"""Spec -> resolved runs -> executor -> ``run_one`` for each; completed runs are skipped, interrupted ones resume."""
+"""Spec -> resolved runs -> executor -> ``run_one`` for each; completed runs are skipped, interrupted ones
+resume, and a grid of more than one run ends with its sweep summary (``sweep.json``, a report, the parent
+tracker run)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Sequence
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
 from emergence import registry
-from emergence.run import ProgressCallback, RunOutcome, run_directory, run_one
+from emergence.executors import ProgressSink, RunMessage
+from emergence.record import read_status
+from emergence.run import RunOutcome, completed_outcome, run_directory
 from emergence.spec.grid import RunSpec
+from emergence.tracking import SweepSummary, sanitize_key
 
 log = logging.getLogger(__name__)
 
-
-class Executor(Protocol):
-    def execute(self, runs: Sequence[RunSpec], progress: ProgressCallback | None = None) -> list[RunOutcome]: ...
+SWEEP_DIR = "sweeps"  # <output_dir>/<spec name>/sweeps/<sweep key>/: sweep.json, report.html, plots
 
 
-@registry.executors.register("local")
-class LocalExecutor:
-    """Runs one after another in this process; a failing run is reported and the others go on."""
-
-    def __init__(self, workers: int = 1) -> None:
-        self.workers = workers
-
-    def execute(self, runs: Sequence[RunSpec], progress: ProgressCallback | None = None) -> list[RunOutcome]:
-        return [run_one(run, progress) for run in runs]
+def sweep_directory(runs: Sequence[RunSpec]) -> Path | None:
+    first = runs[0]
+    if first.sweep_key is None:
+        return None
+    return Path(first.spec.execution.output_dir) / first.spec.name / SWEEP_DIR / first.sweep_key
 
 
-def execute(runs: Sequence[RunSpec], force: bool = False, progress: ProgressCallback | None = None) -> list[RunOutcome]:
+def execute(runs: Sequence[RunSpec], force: bool = False, progress: ProgressSink | None = None) -> list[RunOutcome]:
+    """Run every resolved run once: completed ones are read back, not run again (``force`` deletes them
+    first); the rest go to the spec's executor. Returns one outcome per run, in order."""
+    runs = _unique(runs)
+    if not runs:
+        return []
     if force:
         for run in runs:
             shutil.rmtree(run_directory(run), ignore_errors=True)
-    execution = runs[0].spec.execution
-    executor = registry.executors.get(execution.executor)(workers=execution.workers)
+        for tracker_class, options in _trackers_with(runs, "forget_runs"):
+            _quietly(tracker_class.forget_runs, options, [r.run_key for r in runs])
+    outcomes: dict[str, RunOutcome] = {}
+    for run in runs:
+        status = read_status(run_directory(run))
+        if status and status.get("state") == "completed":
+            outcomes[run.run_key] = completed_outcome(run, run_directory(run))
+            if progress is not None:
+                progress(RunMessage(run.run_key, "finished", state="skipped", reason="already completed"))
+    pending = [run for run in runs if run.run_key not in outcomes]
     sweep_trackers = _sweep_trackers(runs)
     for tracker_class, options in sweep_trackers:
         _quietly(tracker_class.prepare_sweep, options, runs[0].sweep_key, runs[0].spec.name, [r.run_key for r in runs])
-    outcomes = executor.execute(runs, progress)
+    if pending:
+        execution = runs[0].spec.execution
+        executor = registry.executors.get(execution.executor)(execution)
+        for outcome in executor.execute(pending, progress):
+            outcomes[outcome.run_key] = outcome
+    ordered = [outcomes[run.run_key] for run in runs]
+    _finish_sweep(runs, ordered, sweep_trackers)
+    return ordered
+
+
+def _unique(runs: Sequence[RunSpec]) -> list[RunSpec]:
+    """A grid that names the same run twice (``seed: [0, 0]``) runs it once."""
+    seen: dict[str, RunSpec] = {}
+    for run in runs:
+        seen.setdefault(run.run_key, run)
+    return list(seen.values())
+
+
+def _finish_sweep(runs: Sequence[RunSpec], outcomes: Sequence[RunOutcome], sweep_trackers: list[tuple[Any, dict[str, Any]]]) -> None:
+    directory = sweep_directory(runs)
+    if directory is None:
+        return
     status = "completed" if all(o.state in ("completed", "skipped") for o in outcomes) else "failed"
+    summary: SweepSummary | None = None
+    try:
+        from emergence.analysis.sweep import summarize_sweep, sweep_entries
+        from emergence.report import write_sweep_report
+
+        across_runs = summarize_sweep(sweep_entries(runs, outcomes), runs[0].sweep_key or "", runs[0].spec.name)
+        files = write_sweep_report(directory, across_runs)
+        summary = SweepSummary(directory, summary_values(across_runs), summary_tables(across_runs), files)
+    except Exception:  # noqa: BLE001 - the runs are done and kept; a summary problem must not hide them
+        log.exception("could not write the sweep summary to %s", directory)
     for tracker_class, options in sweep_trackers:
-        _quietly(tracker_class.finish_sweep, options, runs[0].sweep_key, status)
-    return outcomes
+        _quietly(tracker_class.finish_sweep, options, runs[0].sweep_key, status, summary)
+
+
+def summary_tables(across_runs: dict[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """Every list of rows in the sweep summary as a tracker table; nested cells as JSON text."""
+    tables = {}
+    for name, rows in across_runs.items():
+        if not (isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows)):
+            continue
+        columns = list(dict.fromkeys(column for row in rows for column in row))
+        cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+        tables[f"sweep_{name}"] = (columns, cells)
+    return tables
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value, default=str) if isinstance(value, dict | list | tuple) else value
+
+
+def summary_values(across_runs: dict[str, Any]) -> dict[str, float]:
+    """The sweep's headline numbers for a tracker's summary: run counts, precursor rate per signal family,
+    difficulty and size, the collapse floor's coefficient of variation across sizes, and concordance."""
+    values: dict[str, float] = {f"runs/{state}": float(n) for state, n in across_runs.get("counts", {}).items() if _number(n)}
+    for row in across_runs.get("precursor_rate_by_family", []):
+        if _number(row.get("rate")):
+            values[sanitize_key(f"precursor_rate/{row['family']}/{row['difficulty']}/{row['size']}")] = float(row["rate"])
+    for row in across_runs.get("collapse_floor", []):
+        if _number(row.get("cv")):
+            values[sanitize_key(f"collapse_floor_cv/{row['task']}/{row['difficulty']}/{row['signal']}")] = float(row["cv"])
+    for row in across_runs.get("concordance", []):
+        if _number(row.get("concordance")):
+            values[sanitize_key(f"concordance/{row['signal']}")] = float(row["concordance"])
+    return values
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
 def _sweep_trackers(runs: Sequence[RunSpec]) -> list[tuple[Any, dict[str, Any]]]:
     """The tracker classes of a sweep that know about sweeps (``prepare_sweep``/``finish_sweep``), each with
     its spec entry: set up once here, before any run starts, so that parallel runs do not race to create
     the same experiment or parent run."""
-    if not runs or runs[0].sweep_key is None:
+    if runs[0].sweep_key is None:
         return []
+    return _trackers_with(runs, "prepare_sweep", "finish_sweep")
+
+
+def _trackers_with(runs: Sequence[RunSpec], *hooks: str) -> list[tuple[Any, dict[str, Any]]]:
+    """The spec's tracker classes that offer every one of ``hooks``, each with its spec entry."""
     found = []
     for tracking in runs[0].spec.tracking:
         try:
             tracker_class = registry.trackers.get(tracking.backend)
         except Exception:  # noqa: BLE001 - the run itself reports a tracker it cannot build
             continue
-        if hasattr(tracker_class, "prepare_sweep") and hasattr(tracker_class, "finish_sweep"):
+        if all(hasattr(tracker_class, hook) for hook in hooks):
             found.append((tracker_class, tracking.model_dump()))
     return found
 
@@ -67,4 +152,4 @@ def _quietly(call: Any, *args: Any) -> None:
     try:
         call(*args)
     except Exception as error:  # noqa: BLE001
-        log.warning("tracker sweep set-up failed (%s); runs go on without a parent run", error)
+        log.warning("tracker sweep bookkeeping failed (%s); the runs are unaffected", error)

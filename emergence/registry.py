@@ -87,4 +87,4 @@ class _LazyEntryPoint:
 tasks: Registry = Registry("task", "emergence.tasks", ("emergence.tasks",))
 measures: Registry = Registry("measure", "emergence.measures", ("emergence.measures",))
 trackers: Registry = Registry("tracker", "emergence.trackers", ("emergence.tracking",))
-executors: Registry = Registry("executor", "emergence.executors", ("emergence.orchestrate",))
+executors: Registry = Registry("executor", "emergence.executors", ("emergence.executors",))

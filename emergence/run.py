@@ -10,6 +10,7 @@ import json
 import logging
 import subprocess
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,8 @@ class RunOutcome:
     reason: str | None = None
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    analysis: dict[str, Any] = field(default_factory=dict)  # the whole of analysis.json: a sweep summary reads it
+    n_params: int | None = None
 
 
 def run_directory(run_spec: RunSpec) -> Path:
@@ -369,15 +372,24 @@ class Run:
         self.trackers.log_artifact(self.journal.path, None)  # every value, table and event: the run's record
         self.trackers.finish(tracker_status or state)
         analysis = analysis or {}
+        n_params = count_parameters(self.model) if hasattr(self, "model") else None
         return RunOutcome(
-            self.run_spec.run_key, self.run_dir, state, reason, analysis.get("verdicts", []), analysis.get("events", [])
+            self.run_spec.run_key, self.run_dir, state, reason, analysis.get("verdicts", []), analysis.get("events", []),
+            analysis, n_params,
         )
 
     def execute(self) -> RunOutcome:
         status = read_status(self.run_dir)
         if status and status.get("state") == "completed":
-            return _completed_outcome(self.run_spec, self.run_dir)
+            return completed_outcome(self.run_spec, self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        with RunDirectoryLock(self.run_dir) as held:
+            if not held:
+                reason = "running in another process (its run directory is locked); not started twice"
+                return RunOutcome(self.run_spec.run_key, self.run_dir, "skipped", reason)
+            return self._execute()
+
+    def _execute(self) -> RunOutcome:
         config = self._resolved_config()
         (self.run_dir / SPEC_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         self._prepare()
@@ -403,14 +415,51 @@ class Run:
             self.journal.append_event("failed", step=self.trainer.step, reason=reason)
             self._finish("failed", reason, tracker_status="interrupted")
             raise
+        except Exception as error:  # noqa: BLE001 - a bug or a full disk: the run says so, the sweep goes on
+            reason = f"{type(error).__name__}: {error}"
+            log.exception("run %s failed at step %d", self.run_spec.display_name, self.trainer.step)
+            self.journal.append_event("failed", step=self.trainer.step, reason=reason, traceback=traceback.format_exc())
+            return self._finish("failed", reason)
         analysis = self._analyze()
         return self._finish("completed", analysis=analysis)
 
 
-def _completed_outcome(run_spec: RunSpec, run_dir: Path) -> RunOutcome:
+def completed_outcome(run_spec: RunSpec, run_dir: Path) -> RunOutcome:
+    """The outcome of a run completed earlier, read back from its directory."""
     analysis_path = run_dir / ANALYSIS_FILE
     analysis = json.loads(analysis_path.read_text(encoding="utf-8")) if analysis_path.exists() else {}
-    return RunOutcome(run_spec.run_key, run_dir, "skipped", "already completed", analysis.get("verdicts", []), analysis.get("events", []))
+    starts = [e for e in Journal(run_dir).read().events if e["event"] == "start"]
+    n_params = starts[-1].get("n_params") if starts else None
+    return RunOutcome(
+        run_spec.run_key, run_dir, "skipped", "already completed", analysis.get("verdicts", []), analysis.get("events", []),
+        analysis, n_params,
+    )
+
+
+class RunDirectoryLock:
+    """An exclusive lock on a run directory while a process runs it, so that two sweeps started over the
+    same runs (or a sweep and a straggler) never write one run at once. The OS drops it when the process
+    dies, so a killed run never leaves a stale lock behind."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self._handle: Any = None
+
+    def __enter__(self) -> bool:
+        import fcntl
+
+        self._handle = self.path.open("w")
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.close()
+            self._handle = None
+            return False
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing releases the lock
 
 
 def run_one(run_spec: RunSpec, progress: ProgressCallback | None = None) -> RunOutcome:

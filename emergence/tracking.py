@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -49,6 +50,23 @@ class Tracker(Protocol):
 
     def finish(self, status: str) -> None:
         """``status`` is one of ``completed``, ``failed``, ``interrupted``."""
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What a sweep's parent tracker run shows once the sweep is over: its summary values (flat keys),
+    its tables (name -> columns, rows) and the report files, all from ``directory``.
+
+    A tracker class takes part in sweeps by offering two class methods, both optional together:
+    ``prepare_sweep(options, sweep_key, name, run_keys)`` before any run starts (make the parent run once,
+    so parallel runs find it instead of racing to create it) and ``finish_sweep(options, sweep_key, status,
+    summary)`` after the last run, ``summary`` a ``SweepSummary`` or None when it could not be made.
+    """
+
+    directory: Path
+    values: dict[str, float]
+    tables: dict[str, tuple[list[str], list[list[Any]]]]
+    files: list[Path]
 
 
 def build_trackers(tracking: Sequence[Mapping[str, Any]], run_dir: Path) -> tuple[list[tuple[str, Tracker]], dict[str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from emergence.spec.schema import NON_RESULT_FIELDS, Spec
 
@@ -12,7 +13,9 @@ RUN_KEY_VERSION = 1
 
 
 def canonical_form(spec: Spec) -> str:
-    resolved = spec.model_dump(mode="json", exclude=set(NON_RESULT_FIELDS))
+    # A model preset is only a name for the shape it expanded to; the shape is in the form already.
+    excluded: dict[str, Any] = {name: True for name in NON_RESULT_FIELDS} | {"model": {"preset"}}
+    resolved = spec.model_dump(mode="json", exclude=excluded)
     return json.dumps(resolved, sort_keys=True, separators=(",", ":"))
 
 

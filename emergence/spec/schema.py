@@ -79,7 +79,28 @@ class TaskSpec(Strict):
         return self
 
 
+# Named model sizes spanning the studies' range (405K to 85M parameters), with the shapes of the BERT
+# miniatures (Turc et al. 2019): d_model / n_heads = 64 except tiny, d_mlp = 4 d_model. The count is
+# 12 n_layers d_model^2, without embeddings (which depend on the task's vocabulary and context).
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"n_layers": 2, "d_model": 128, "n_heads": 2},  # 0.39M
+    "mini": {"n_layers": 4, "d_model": 256, "n_heads": 4},  # 3.1M
+    "small": {"n_layers": 4, "d_model": 512, "n_heads": 8},  # 12.6M
+    "medium": {"n_layers": 8, "d_model": 512, "n_heads": 8},  # 25.2M
+    "base": {"n_layers": 12, "d_model": 768, "n_heads": 12},  # 84.9M
+}
+
+
+def preset_parameters(name: str) -> int:
+    """Parameters of a preset's blocks (attention 4 d^2 + MLP 8 d^2 per layer), without embeddings."""
+    shape = MODEL_PRESETS[name]
+    return 12 * shape["n_layers"] * shape["d_model"] ** 2
+
+
 class ModelSpec(Strict):
+    preset: str | None = Field(
+        None, description=f"a named size ({', '.join(MODEL_PRESETS)}): sets n_layers, d_model, n_heads; fields given beside it win"
+    )
     n_layers: PositiveInt = 2
     d_model: PositiveInt = 128
     n_heads: PositiveInt = 4
@@ -88,6 +109,27 @@ class ModelSpec(Strict):
     act_fn: Literal["relu", "gelu", "gelu_new", "silu"] = "relu"
     normalization: Literal["LN", "LNPre", "RMS", "RMSPre"] | None = "LN"
     positional_embedding: Literal["standard", "rotary"] = "standard"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        """A preset is the whole shape: it sets n_layers, d_model and n_heads (d_mlp and d_head follow from
+        them), and a shape field beside it must agree. A grid over ``model.preset`` then sweeps sizes
+        whatever the base spec says, and the run key sees only the concrete shape."""
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        name = data["preset"]
+        if name not in MODEL_PRESETS:
+            raise FieldError("preset", f"unknown model preset {name!r}; allowed: {', '.join(MODEL_PRESETS)}")
+        shape: dict[str, int | None] = {**MODEL_PRESETS[name], "d_mlp": None, "d_head": None}
+        for key, value in shape.items():
+            if data.get(key) is not None and data[key] != value:
+                raise FieldError(
+                    key,
+                    f"{data[key]!r} conflicts with model.preset {name!r} ({key} = {value}); "
+                    "a preset sets the whole shape: remove one of them",
+                )
+        return {**data, **shape}
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelSpec:
@@ -199,10 +241,29 @@ class TrackingSpec(Strict):
         return known_name(registry.trackers, backend)
 
 
+class ResourcesSpec(Strict):
+    cpus: PositiveFloat = Field(1, description="CPU cores each run asks for (ray); also its torch threads")
+    gpus: float = Field(0, ge=0, description="GPUs each run asks for (ray); a fraction (0.25) packs tiny models onto one GPU")
+
+
 class ExecutionSpec(Strict):
-    executor: str = "local"
-    workers: PositiveInt = 1
+    executor: str = Field("local", description="local, or an installed executor plugin (ray); `emergence ls executors`")
+    workers: PositiveInt | None = Field(
+        None,
+        description="runs at once. local: null or 1 = one after another in this process, N = a pool of N processes, "
+        "one per run; ray: the CPUs of a new local instance in units of resources.cpus (null = all cores)",
+    )
+    threads_per_worker: PositiveInt | None = Field(None, description="torch threads per run in a pool; null = cores / workers")
+    address: str | None = Field(None, description="ray: null = start a local instance; auto = the running cluster; or host:port, ray://host:10001")
+    resources: ResourcesSpec = ResourcesSpec()
     output_dir: str = "runs"
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, executor: str) -> str:
+        if executor == "local":
+            return executor  # built in; looking it up would import the executors (and torch) at schema import
+        return known_name(registry.executors, executor)
 
 
 DEFAULT_MEASURES: list[dict[str, Any]] = [

@@ -54,6 +54,8 @@ from mlflow.utils.validation import (
 )
 from sqlalchemy.engine import make_url
 
+from emergence.tracking import SweepSummary
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -490,12 +492,36 @@ class MlflowTracker:
             tracker.client.update_run(parent.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
 
     @classmethod
-    def finish_sweep(cls, options: Mapping[str, Any], sweep_key: str, status: str) -> None:
+    def finish_sweep(cls, options: Mapping[str, Any], sweep_key: str, status: str, summary: SweepSummary | None = None) -> None:
+        """The parent run gets the sweep's summary: values as ``summary/...`` metrics, tables under
+        ``tables/``, the report under ``sweep/``. Running the sweep again updates it in place."""
         tracker = cls(options, run_dir=Path("."))
         with _fail_fast_http():
             parent = tracker._find_sweep_parent(tracker._experiment_id(), sweep_key)
-            if parent is not None:
-                tracker.client.set_terminated(parent.info.run_id, status=FINAL_STATUS[status])
+            if parent is None:
+                return
+            tracker.run_id = parent.info.run_id
+            tracker._remember(parent)
+            if summary is not None:
+                tracker.set_summary(summary.values)
+                for name, (columns, rows) in summary.tables.items():
+                    tracker.log_table(name, columns, rows)
+                for path in summary.files:
+                    tracker.log_artifact(path, "sweep")
+            tracker.client.set_terminated(parent.info.run_id, status=FINAL_STATUS[status])
+
+    @classmethod
+    def forget_runs(cls, options: Mapping[str, Any], run_keys: Sequence[str]) -> None:
+        """Before ``--force`` reruns these runs: their MLflow runs are deleted (to MLflow's trash, where the
+        UI can restore them), so the reruns log into fresh runs instead of one that already holds every step."""
+        tracker = cls(options, run_dir=Path("."))
+        with _fail_fast_http():
+            experiment = tracker.client.get_experiment_by_name(tracker.experiment_name)
+            if experiment is None:
+                return
+            for run_key in run_keys:
+                while (found := tracker._find_run(experiment.experiment_id, run_key)) is not None:
+                    tracker.client.delete_run(found.info.run_id)
 
     def _find_sweep_parent(self, experiment_id: str, sweep_key: str) -> Any:
         runs = self.client.search_runs(

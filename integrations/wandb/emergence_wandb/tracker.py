@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 import wandb
 
-from emergence.tracking import sanitize_key
+from emergence.tracking import SweepSummary, sanitize_key
 from emergence_wandb import records
 from emergence_wandb.records import STEP_KEY, TABLE_KEY_PREFIX
 
@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PROJECT = "emergence"
 INIT_TIMEOUT_SECONDS = 20.0
 JOB_TYPE = "train"
+SWEEP_JOB_TYPE = "sweep"
+SWEEP_RUN_PREFIX = "sweep-"  # the W&B id of a sweep's summary run: sweep-<sweep key>
+SWEEP_PARENT_TAG = "emergence.sweep_parent"
+SWEEP_PARENT_CONFIG = "emergence_sweep_summary"  # marks the summary run's config, so `compare` leaves it out
 ARTIFACT_TYPE = "emergence-run"
 # Artifacts logged with ``name=None`` (the resolved spec, for one) share this artifact.
 UNNAMED_ARTIFACT = "files"
@@ -237,7 +241,7 @@ class WandbTracker:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(
-        self, run_key: str, name: str, group: str, tags: Mapping[str, str], config: Mapping[str, Any]
+        self, run_key: str, name: str, group: str, tags: Mapping[str, str], config: Mapping[str, Any], job_type: str = JOB_TYPE
     ) -> None:
         if self._active and run_key == self.run_key:
             log.debug("wandb: run %s is already open; a replay goes on in it", run_key)
@@ -267,7 +271,7 @@ class WandbTracker:
             group=group or None,
             name=name,
             tags=run_tags({**(self.options.get("tags") or {}), **tags}),
-            job_type=JOB_TYPE,
+            job_type=job_type,
             config=dict(config),
             dir=str(self.run_dir.absolute()),  # absolute, so the `wandb sync` path works from anywhere
             mode=choice.mode,  # type: ignore[arg-type]  # wandb.init checks the value itself
@@ -412,6 +416,35 @@ class WandbTracker:
         assert self.run_key is not None
         return self.run_key
 
+    # -- sweeps: the runs share their W&B group; the sweep summary is a run of its own in that group --------
+
+    @classmethod
+    def prepare_sweep(cls, options: Mapping[str, Any], sweep_key: str, name: str, run_keys: Sequence[str]) -> None:
+        """Nothing to make ahead: W&B groups a sweep's runs by their ``group`` as they start."""
+
+    @classmethod
+    def finish_sweep(cls, options: Mapping[str, Any], sweep_key: str, status: str, summary: SweepSummary | None = None) -> None:
+        """One W&B run, id ``sweep-<sweep key>``, job type ``sweep``, in the sweep's group: the summary values
+        in its summary, the tables, and the report files as an artifact. Its files are written under the
+        sweep directory; running the sweep again resumes and updates it."""
+        if summary is None:
+            return
+        name = summary.directory.parent.parent.name  # <output_dir>/<spec name>/sweeps/<sweep key>
+        tracker = cls(options, summary.directory)
+        tracker.start(
+            f"{SWEEP_RUN_PREFIX}{sweep_key}", f"{name} (sweep {sweep_key})", name,
+            {"emergence.sweep": sweep_key, SWEEP_PARENT_TAG: "true"}, {SWEEP_PARENT_CONFIG: True, "sweep_key": sweep_key},
+            job_type=SWEEP_JOB_TYPE,
+        )
+        try:
+            tracker.set_summary(summary.values)
+            for table, (columns, rows) in summary.tables.items():
+                tracker.log_table(table, columns, rows)
+            for path in summary.files:
+                tracker.log_artifact(path, "sweep")
+        finally:
+            tracker.finish(status)
+
     # -- reading runs back: `emergence compare --wandb` and `emergence run --from-run` ----------------------
     # Read from the runs' record logs on disk (see records.py): no W&B server, so offline runs work too.
 
@@ -460,9 +493,10 @@ class WandbTracker:
                 raise LookupError(f"{path}: no W&B run folder ({records.RUN_FILE_GLOB}) in it or under it")
             found += [run for run in in_path if run not in found]
         try:
-            return [_summary_row(records.read_run(wandb_dir, run_id)) for wandb_dir, run_id in found]
+            logs = [records.read_run(wandb_dir, run_id) for wandb_dir, run_id in found]
         except records.CorruptRunFile as error:
             raise LookupError(str(error)) from None
+        return [_summary_row(run_log) for run_log in logs if not run_log.config.get(SWEEP_PARENT_CONFIG)]
 
 
 def _summary_row(run_log: records.RunLog) -> dict[str, Any]:

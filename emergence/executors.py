@@ -1,0 +1,238 @@
+"""How the resolved runs of a spec get run: the ``Executor`` protocol, the built-in ``local`` executor, and
+what one worker does with one run (``run_in_worker``), which plugin executors (emergence-ray) share.
+
+``local`` runs one after another in this process, or, with ``execution.workers: N``, N at a time, each in a
+fresh OS process forked from a server that has already imported torch (a spawned process would spend
+six seconds importing it per run). A run that fails, or whose process dies, is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from typing import Any, Literal, Protocol
+
+from emergence import registry
+from emergence.record import Journal, write_status
+from emergence.run import RunOutcome, run_directory, run_one
+from emergence.spec.grid import RunSpec
+from emergence.spec.schema import ExecutionSpec
+
+log = logging.getLogger(__name__)
+
+STEP_MESSAGE_SECONDS = 0.5  # at most this often a running run reports its step (measurements always)
+PARENT_CHECK_SECONDS = 2.0  # a pool worker whose sweep process died stops within this long
+
+
+@dataclass(frozen=True)
+class RunMessage:
+    """What a run reports while it runs: the sweep's progress display is built from these alone, so a run
+    in another process or on another machine reports like one in this process."""
+
+    run_key: str
+    kind: Literal["started", "step", "finished"]
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+    exact_match: float | None = None
+    state: str | None = None  # finished: completed | failed | skipped
+    reason: str | None = None
+
+
+ProgressSink = Callable[[RunMessage], None]
+
+
+class Executor(Protocol):
+    """Built from the spec's ``execution`` section; runs what it is given and returns one outcome per run,
+    in order. A run that fails is an outcome with state ``failed``, never an exception."""
+
+    def __init__(self, execution: ExecutionSpec) -> None: ...
+
+    def execute(self, runs: Sequence[RunSpec], progress: ProgressSink | None = None) -> list[RunOutcome]: ...
+
+
+def run_in_worker(
+    run_spec: RunSpec, send: ProgressSink | None = None, threads: int | None = None, cwd: str | None = None
+) -> RunOutcome:
+    """One run wherever a worker is: set the torch threads, move to the sweep's working directory (so that
+    relative paths mean what they meant where the sweep started), run, report, and turn any error into a
+    ``failed`` outcome with the reason."""
+    import torch
+
+    if cwd is not None and os.path.isdir(cwd):
+        os.chdir(cwd)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    report = send or (lambda message: None)
+    total = run_spec.spec.training.steps
+    report(RunMessage(run_spec.run_key, "started", total=total))
+    last_sent = 0.0
+
+    def on_step(result: Any, values: Any) -> None:
+        nonlocal last_sent
+        now = time.monotonic()
+        if values or now - last_sent >= STEP_MESSAGE_SECONDS or result.step == total:
+            last_sent = now
+            exact = values.get("behavior/test/exact_match") if values else None
+            report(RunMessage(run_spec.run_key, "step", result.step, total, result.loss, exact))
+
+    try:
+        outcome = run_one(run_spec, on_step)
+    except Exception as error:  # noqa: BLE001 - one failing run must not stop a sweep
+        outcome = record_failure(run_spec, error)
+    report(RunMessage(run_spec.run_key, "finished", total=total, state=outcome.state, reason=outcome.reason))
+    return outcome
+
+
+def record_failure(run_spec: RunSpec, error: BaseException) -> RunOutcome:
+    """A run that raised before it could report itself: its status and journal say why."""
+    run_dir = run_directory(run_spec)
+    reason = f"{type(error).__name__}: {error}"
+    log.error("run %s failed: %s", run_spec.display_name, reason)
+    try:
+        Journal(run_dir).append_event("failed", reason=reason, traceback=traceback.format_exc())
+        write_status(run_dir, "failed", run_key=run_spec.run_key, reason=reason)
+    except OSError as write_error:
+        log.error("could not record the failure in %s: %s", run_dir, write_error)
+    return RunOutcome(run_spec.run_key, run_dir, "failed", reason)
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per worker so that the workers together use the cores once, not once each."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+@registry.executors.register("local")
+class LocalExecutor:
+    """One run after another in this process, or a pool of `workers` processes with one fresh process per run."""
+
+    def __init__(self, execution: ExecutionSpec) -> None:
+        self.workers = execution.workers or 1
+        self.threads = execution.threads_per_worker or default_threads(self.workers)
+
+    def execute(self, runs: Sequence[RunSpec], progress: ProgressSink | None = None) -> list[RunOutcome]:
+        if self.workers == 1 or len(runs) <= 1:
+            return [run_in_worker(run, progress) for run in runs]
+        return ProcessPool(self.workers, self.threads).execute(runs, progress)
+
+
+class ProcessPool:
+    """Runs in child processes, at most ``workers`` at once, each child running exactly one run.
+
+    Children report through one queue: progress messages, then their outcome. A child that dies without an
+    outcome (killed, out of memory) becomes a failed outcome with its exit code. Stopping the sweep
+    (Ctrl-C, SIGTERM) interrupts every child, so each marks its run interrupted, ready to resume.
+    """
+
+    def __init__(self, workers: int, threads: int) -> None:
+        self.workers = workers
+        self.threads = threads
+        self.context = multiprocessing.get_context("forkserver")
+        # Children fork from a server that imported these once; a fork costs milliseconds, an import seconds.
+        self.context.set_forkserver_preload(["emergence.executors"])
+
+    def execute(self, runs: Sequence[RunSpec], progress: ProgressSink | None = None) -> list[RunOutcome]:
+        messages = self.context.Queue()
+        waiting = list(enumerate(runs))
+        running: dict[int, BaseProcess] = {}
+        outcomes: dict[int, RunOutcome] = {}
+        index_of = {run.run_key: i for i, run in enumerate(runs)}
+        try:
+            while waiting or running:
+                while waiting and len(running) < self.workers:
+                    index, run = waiting.pop(0)
+                    child = self.context.Process(
+                        target=_child_main,
+                        args=(run, messages, self.threads, os.getcwd(), os.getpid()),
+                        name=f"emergence-{run.run_key}",
+                    )
+                    child.start()
+                    running[index] = child
+                self._drain(messages, outcomes, index_of, progress)
+                for index, child in list(running.items()):
+                    if child.is_alive():
+                        continue
+                    child.join()
+                    self._drain(messages, outcomes, index_of, progress)  # its last words may still be queued
+                    del running[index]
+                    if index not in outcomes:
+                        outcomes[index] = self._died(runs[index], child.exitcode, progress)
+        except BaseException:
+            self._stop(running.values())
+            raise
+        finally:
+            messages.close()
+        return [outcomes[i] for i in range(len(runs))]
+
+    def _drain(
+        self, messages: Any, outcomes: dict[int, RunOutcome], index_of: dict[str, int], progress: ProgressSink | None
+    ) -> None:
+        deadline = time.monotonic() + 0.2
+        while True:
+            try:
+                item = messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return
+            if isinstance(item, RunOutcome):
+                outcomes[index_of[item.run_key]] = item
+            elif progress is not None:
+                progress(item)
+
+    def _died(self, run: RunSpec, exitcode: int | None, progress: ProgressSink | None) -> RunOutcome:
+        how = f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
+        outcome = record_failure(run, RuntimeError(f"worker process died ({how}) without finishing the run"))
+        if progress is not None:
+            progress(RunMessage(run.run_key, "finished", state="failed", reason=outcome.reason))
+        return outcome
+
+    @staticmethod
+    def _stop(children: Any) -> None:
+        children = list(children)
+        for child in children:
+            if child.is_alive():
+                child.terminate()  # SIGTERM: the child marks its run interrupted, then exits
+        for child in children:
+            child.join(timeout=60)
+            if child.is_alive():
+                child.kill()
+
+
+def _child_main(run: RunSpec, messages: Any, threads: int, cwd: str, sweep_pid: int) -> None:
+    # `timeout` and schedulers stop with SIGTERM: treat it as Ctrl-C so the run is marked interrupted.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    threading.Thread(target=_exit_with_sweep, args=(sweep_pid,), daemon=True).start()
+    try:
+        outcome = run_in_worker(run, messages.put, threads, cwd)
+    except KeyboardInterrupt:  # the run has marked itself interrupted
+        reason = "interrupted; run the sweep again to resume"
+        outcome = RunOutcome(run.run_key, run_directory(run), "failed", reason)
+        messages.put(RunMessage(run.run_key, "finished", state="failed", reason=reason))
+    messages.put(outcome)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _exit_with_sweep(sweep_pid: int) -> None:
+    """A sweep process killed outright (SIGKILL) cannot stop its children; they notice and stop themselves,
+    so that starting the sweep again never finds a run still being written by an orphan."""
+    while True:
+        time.sleep(PARENT_CHECK_SECONDS)
+        try:
+            os.kill(sweep_pid, 0)
+        except ProcessLookupError:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        except PermissionError:
+            continue
