@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from emergence import registry
@@ -101,14 +102,15 @@ def run(
     execution = runs[0].spec.execution
     where = f"{execution.executor}" + (f", {execution.workers} workers" if execution.workers else "")
     for run_spec in runs:
-        console.print(f"run {run_spec.display_name} -> {run_directory(run_spec)}", highlight=False)
+        console.print(f"run {run_spec.display_name} -> {run_directory(run_spec)}", highlight=False, markup=False)
     if len(runs) > 1:
         console.print(f"sweep of {len(runs)} runs on {where}", highlight=False)
     with SweepProgress(runs, console, enabled=not quiet) as display:
         outcomes = execute(runs, force=force, progress=display)
     failed = 0
     for outcome in outcomes:
-        console.print(f"\n[bold]{outcome.state}[/bold] {outcome.run_dir}" + (f" ({outcome.reason})" if outcome.reason else ""))
+        reason = f" ({escape(outcome.reason)})" if outcome.reason else ""
+        console.print(f"\n[bold]{outcome.state}[/bold] {escape(str(outcome.run_dir))}{reason}")
         for event in outcome.events:
             console.print(f"  emergence event {event['metric']}: step {event['step']}", highlight=False)
         if outcome.verdicts:
@@ -130,7 +132,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def validate(spec: SpecArgument, overrides: OverridesArgument = None) -> None:
     """Check SPEC (and overrides) without running anything: exit 0, or 2 with every problem named."""
     runs = _resolve_or_exit(spec, overrides)
-    console.print(f"ok: {spec}: {len(runs)} run(s): " + ", ".join(f"{r.display_name} ({r.run_key})" for r in runs), highlight=False)
+    console.print(f"ok: {spec}: {len(runs)} run(s): " + ", ".join(f"{r.display_name} ({r.run_key})" for r in runs), highlight=False, markup=False)
 
 
 @app.command("ls")
@@ -320,7 +322,7 @@ def calibrate_llc(
             _fail(f"error: calibrate-llc: {run_spec.display_name}: {error}")
         nbetas = nbeta or [llc_module.resolve_nbeta(None, batch_size, len(loaded.tokens))]
         grid = llc_module.calibration_grid(lr or [1e-5, 1e-4, 1e-3], localization or [100.0], nbetas, num_chains, num_draws, num_burnin_steps)
-        console.print(f"{run_spec.display_name}: checkpoint step {loaded.step}, {len(grid)} settings", highlight=False)
+        console.print(f"{run_spec.display_name}: checkpoint step {loaded.step}, {len(grid)} settings", highlight=False, markup=False)
 
         def show(i: int, result: llc_module.CalibrationResult, total: int = len(grid)) -> None:
             console.print(f"  {i + 1}/{total} lr={result.settings.lr:g} llc={result.estimate.mean:.4g}", highlight=False)

@@ -90,15 +90,23 @@ def _finish_sweep(runs: Sequence[RunSpec], outcomes: Sequence[RunOutcome], sweep
 
 
 def summary_tables(across_runs: dict[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
-    """Every list of rows in the sweep summary as a tracker table; nested cells as JSON text."""
+    """Every list of rows in the sweep summary (``runs``, ``precursor_rate.by_family`` ...) as a tracker
+    table named ``sweep_runs``, ``sweep_precursor_rate_by_family`` ...; nested cells as JSON text."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for name, value in across_runs.items():
+        if _rows(value):
+            found[name] = value
+        elif isinstance(value, dict):
+            found.update({f"{name}_{part}": rows for part, rows in value.items() if _rows(rows)})
     tables = {}
-    for name, rows in across_runs.items():
-        if not (isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows)):
-            continue
+    for name, rows in found.items():
         columns = list(dict.fromkeys(column for row in rows for column in row))
-        cells = [[_cell(row.get(column)) for column in columns] for row in rows]
-        tables[f"sweep_{name}"] = (columns, cells)
+        tables[f"sweep_{name}"] = (columns, [[_cell(row.get(column)) for column in columns] for row in rows])
     return tables
+
+
+def _rows(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(row, dict) for row in value)
 
 
 def _cell(value: Any) -> Any:
@@ -108,17 +116,17 @@ def _cell(value: Any) -> Any:
 def summary_values(across_runs: dict[str, Any]) -> dict[str, float]:
     """The sweep's headline numbers for a tracker's summary: run counts, precursor rate per signal family,
     difficulty and size, the collapse floor's coefficient of variation across sizes, and concordance."""
-    values: dict[str, float] = {f"runs/{state}": float(n) for state, n in across_runs.get("counts", {}).items() if _number(n)}
-    for row in across_runs.get("precursor_rate_by_family", []):
+    values = {f"runs/{state}": float(n) for state, n in across_runs.get("counts", {}).items() if _number(n)}
+    for row in across_runs.get("precursor_rate", {}).get("by_family", []):
         if _number(row.get("rate")):
-            values[sanitize_key(f"precursor_rate/{row['family']}/{row['difficulty']}/{row['size']}")] = float(row["rate"])
-    for row in across_runs.get("collapse_floor", []):
+            values[f"precursor_rate/{row['family']}/{row['difficulty']}/{row['size']}"] = float(row["rate"])
+    for row in across_runs.get("collapse_floor", {}).get("rows", []):
         if _number(row.get("cv")):
-            values[sanitize_key(f"collapse_floor_cv/{row['task']}/{row['difficulty']}/{row['signal']}")] = float(row["cv"])
-    for row in across_runs.get("concordance", []):
+            values[f"collapse_floor_cv/{row['task']}/{row['difficulty']}/{row['signal']}"] = float(row["cv"])
+    for row in across_runs.get("concordance", {}).get("by_family", []):
         if _number(row.get("concordance")):
-            values[sanitize_key(f"concordance/{row['signal']}")] = float(row["concordance"])
-    return values
+            values[f"concordance/{row['family']}"] = float(row["concordance"])
+    return {sanitize_key(key): value for key, value in values.items()}
 
 
 def _number(value: Any) -> bool:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from emergence.executors import RunMessage
@@ -59,7 +60,7 @@ class SweepProgress:
         if message.kind == "started":
             self.started_at[key] = time.monotonic()
             self.run_tasks[key] = self.progress.add_task(
-                "  " + self.runs[key].display_name, total=self.total_steps[key], detail="starting"
+                "  " + escape(self.runs[key].display_name), total=self.total_steps[key], detail="starting"
             )
         elif message.kind == "step":
             self.steps_done[key] = message.step
@@ -94,7 +95,8 @@ class SweepProgress:
             took = f" in {time.monotonic() - self.started_at[key]:.0f} s" if key in self.started_at else ""
             reason = f" ({message.reason})" if message.reason and state != "completed" else ""
             colour = {"completed": "green", "skipped": "cyan"}.get(state, "red")
-            self.console.print(f"[{colour}]{state}[/{colour}] {self.runs[key].display_name}{took}{reason}", highlight=False)
+            line = f"[{colour}]{state}[/{colour}] {escape(self.runs[key].display_name)}{took}{escape(reason)}"
+            self.console.print(line, highlight=False)
 
     def _sweep_line(self) -> str:
         states = list(self.finished.values())

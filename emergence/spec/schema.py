@@ -80,9 +80,11 @@ class TaskSpec(Strict):
 
 
 # Named model sizes spanning the studies' range (405K to 85M parameters), with the shapes of the BERT
-# miniatures (Turc et al. 2019): d_model / n_heads = 64 except tiny, d_mlp = 4 d_model. The count is
+# miniatures (Turc et al. 2019): d_model / n_heads = 64 except tiny, d_mlp = 4 d_model. `micro` sits below
+# the range, so that a sweep over sizes finishes on a laptop CPU. The count is
 # 12 n_layers d_model^2, without embeddings (which depend on the task's vocabulary and context).
 MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "micro": {"n_layers": 2, "d_model": 64, "n_heads": 4},  # 0.10M: below the studies, for CPU-sized sweeps
     "tiny": {"n_layers": 2, "d_model": 128, "n_heads": 2},  # 0.39M
     "mini": {"n_layers": 4, "d_model": 256, "n_heads": 4},  # 3.1M
     "small": {"n_layers": 4, "d_model": 512, "n_heads": 8},  # 12.6M

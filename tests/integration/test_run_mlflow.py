@@ -267,6 +267,27 @@ def test_a_sweep_nests_its_runs_under_one_parent_on_a_real_server(tiny_raw, writ
     assert all(child.data.tags["mlflow.parentRunId"] == parent.info.run_id for child in children)
     assert {child.data.params["seed"] for child in children} == {"0", "1"}
 
-    # The same sweep again (as after --force): the same parent, the same children, nothing duplicated.
+    # The parent carries the sweep summary: values, tables and the report.
+    assert parent.data.metrics["summary/runs/completed"] == 2
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+    assert {"sweep/report.html", "sweep/sweep.json"} <= artifacts
+    assert "tables/sweep_runs.json" in {a.path for a in client.list_artifacts(parent.info.run_id, "tables")}
+
+    # --force: the old MLflow runs go to the trash and the reruns log into fresh ones; the same parent.
     assert [o.state for o in execute(runs, force=True)] == ["completed", "completed"]
     assert len(client.search_runs([experiment_id])) == 3
+    reruns = [the_mlflow_run(client, "e2e-sweep", run.run_key) for run in runs]
+    assert {r.info.run_id for r in reruns}.isdisjoint(c.info.run_id for c in children)
+    assert all(client.get_run(c.info.run_id).info.lifecycle_stage == "deleted" for c in children)
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in reruns)
+
+    # A grown grid is a new sweep: its parent holds all three runs, the two finished ones moved under it.
+    tiny_raw["grid"] = {"seed": [0, 1, 2]}
+    grown = resolve(str(write_spec(tiny_raw, "grown.yaml")))
+    assert [o.state for o in execute(grown)] == ["skipped", "skipped", "completed"]
+    (new_parent,) = client.search_runs(
+        [experiment_id], filter_string=f"tags.`emergence.sweep` = '{grown[0].sweep_key}' and tags.`emergence.sweep_parent` = 'true'"
+    )
+    nested = [the_mlflow_run(client, "e2e-sweep", run.run_key) for run in grown]
+    assert all(n.data.tags["mlflow.parentRunId"] == new_parent.info.run_id for n in nested)
+    assert new_parent.data.metrics["summary/runs/skipped"] == 2 and new_parent.data.metrics["summary/runs/completed"] == 1

@@ -505,3 +505,33 @@ def test_compare_and_from_run_read_the_offline_run_back(tiny_raw: dict, write_sp
     bare = tmp_path / "bare"
     shutil.copytree(run_dir / "wandb", bare / "wandb", symlinks=True)
     assert spec_of_run(str(bare)) == spec_of_run(str(folder)) == spec_of_run(str(run_dir))
+
+
+def test_a_sweep_summary_is_a_wandb_run_of_its_own_in_the_sweeps_group(tiny_raw: dict, write_spec: Any) -> None:
+    """The runs of a grid share their group; after the last one the sweep summary is one more W&B run
+    (id sweep-<key>, job type sweep) with the summary values, tables and report, and `compare` leaves it out."""
+    from emergence.orchestrate import execute, sweep_directory
+
+    tiny_raw["grid"] = {"seed": [0, 1]}
+    tiny_raw["training"]["steps"] = 20
+    tiny_raw["tracking"] = [{"backend": "wandb", "mode": "offline", "project": "e2e-sweep"}]
+    runs = resolve(str(write_spec(tiny_raw)), [])
+    assert [o.state for o in execute(runs)] == ["completed", "completed"]
+    wandb.teardown()
+
+    sweep_id = f"sweep-{runs[0].sweep_key}"
+    (folder,) = run_folders(sweep_directory(runs) / "wandb", sweep_id)
+    summary_run = read_run_folder(folder)
+    assert summary_run.run is not None and summary_run.exit_code == 0
+    assert (summary_run.run.run_id, summary_run.run.job_type, summary_run.run.run_group) == (sweep_id, "sweep", "tiny")
+    assert summary_run.summary["runs/completed"] == 2
+    tables = {entry.name for entry in summary_run.tables}
+    assert "sweep_runs" in tables, tables
+    (runs_table,) = [entry for entry in summary_run.tables if entry.name == "sweep_runs"]
+    assert {row[runs_table.columns.index("run_key")] for row in runs_table.rows} == {r.run_key for r in runs}
+    report = summary_run.artifact(artifact_name(sweep_id, "sweep"))
+    assert {"report.html", "sweep.json"} <= manifest_paths(report)
+
+    result = CliRunner().invoke(app, ["compare", "--wandb", str(run_directory(runs[0]).parent), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert sorted(row["run_key"] for row in json.loads(result.stdout)) == sorted(r.run_key for r in runs)

@@ -490,6 +490,12 @@ class MlflowTracker:
             parent = tracker._find_sweep_parent(experiment_id, sweep_key) or tracker._create_sweep_parent(experiment_id, sweep_key, name)
             tracker.client.set_tag(parent.info.run_id, "emergence.sweep_size", str(len(run_keys)))
             tracker.client.update_run(parent.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            # Runs finished by an earlier sweep (a grid that has since grown) are skipped, never started
+            # again: nest them under this sweep's parent here, so that it shows the whole grid.
+            for run_key in run_keys:
+                found = tracker._find_run(experiment_id, run_key)
+                if found is not None and found.data.tags.get(PARENT_RUN_TAG) != parent.info.run_id:
+                    tracker.client.set_tag(found.info.run_id, PARENT_RUN_TAG, parent.info.run_id)
 
     @classmethod
     def finish_sweep(cls, options: Mapping[str, Any], sweep_key: str, status: str, summary: SweepSummary | None = None) -> None:
