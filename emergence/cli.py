@@ -212,13 +212,20 @@ def sample(
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a run directory, runs/<spec>/<run_key>")]) -> None:
-    """Redo the analysis of RUN_DIR from its journal (no retraining) and rewrite its report."""
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory, runs/<spec>/<run_key>, or a sweep's, runs/<spec>/sweeps/<key>")],
+) -> None:
+    """Redo the analysis of RUN_DIR from its journal (no retraining) and rewrite its report; for a sweep
+    directory, summarise its runs again (as they are now) and rewrite the sweep report."""
     from emergence.analysis import reanalyze
-    from emergence.report import write_report
+    from emergence.report import is_sweep_directory, refresh_sweep_report, write_report
 
+    if is_sweep_directory(run_dir):
+        written = refresh_sweep_report(run_dir)
+        console.print(f"sweep report: {run_dir / 'report.html'} ({len(written)} files)", highlight=False)
+        return
     if not (run_dir / "journal.jsonl").exists():
-        _fail(f"error: {run_dir}: no journal.jsonl here; is this a run directory?")
+        _fail(f"error: {run_dir}: no journal.jsonl here; is this a run directory or a sweep directory?")
     reanalyze(run_dir)
     console.print(f"report: {write_report(run_dir)}", highlight=False)
 

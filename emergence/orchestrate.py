@@ -93,16 +93,21 @@ def summary_tables(across_runs: dict[str, Any]) -> dict[str, tuple[list[str], li
     """Every list of rows in the sweep summary (``runs``, ``precursor_rate.by_family`` ...) as a tracker
     table named ``sweep_runs``, ``sweep_precursor_rate_by_family`` ...; nested cells as JSON text."""
     found: dict[str, list[dict[str, Any]]] = {}
-    for name, value in across_runs.items():
+    for name in SUMMARY_TABLES:
+        value = across_runs.get(name)
         if _rows(value):
             found[name] = value
         elif isinstance(value, dict):
             found.update({f"{name}_{part}": rows for part, rows in value.items() if _rows(rows)})
     tables = {}
     for name, rows in found.items():
-        columns = list(dict.fromkeys(column for row in rows for column in row))
+        columns = [c for c in dict.fromkeys(column for row in rows for column in row) if c not in LEFT_OUT_COLUMNS]
         tables[f"sweep_{name}"] = (columns, [[_cell(row.get(column)) for column in columns] for row in rows])
     return tables
+
+
+SUMMARY_TABLES = ("runs", "precursor_rate", "collapse_floor", "concordance")
+LEFT_OUT_COLUMNS = ("items",)  # every (run, event) point of a concordance plot: sweep.json has them
 
 
 def _rows(value: Any) -> bool:

@@ -1,7 +1,8 @@
-"""The run report's plots: behaviour, each geometry family per layer, each probed feature.
+"""The run report's plots: behaviour, each geometry family per layer, each probed feature; and the sweep
+report's: precursor rates, collapse floors against size, onset against emergence order.
 
-Each function reads a loaded run (``report.RunData``) and writes PNGs with matplotlib's object API (no
-backend or display needed); ``report.py`` puts them on the page.
+Each run plot reads a loaded run (``report.RunData``), each sweep plot the sweep summary; they write PNGs
+with matplotlib's object API (no backend or display needed); ``report.py`` puts them on the page.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from emergence.analysis.sweep import difficulty_sort_key
 from emergence.record import JournalContents
 
 if TYPE_CHECKING:
@@ -264,3 +266,143 @@ def finite_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
+
+
+# --- sweep plots ---------------------------------------------------------------------------------
+# Each reads the summary dict of ``analysis.sweep.summarize_sweep`` (or its sweep.json), never a run
+# directory, so a sweep report re-renders from sweep.json alone.
+
+PRECURSOR_HEATMAP_PLOT = "sweep_precursor_rate.png"
+COLLAPSE_FLOOR_PLOT = "sweep_collapse_floor.png"
+CONCORDANCE_PLOT = "sweep_concordance.png"
+MAX_FLOOR_LINES = 8  # per task panel: more lines than this read as noise
+MAX_CONCORDANCE_PANELS = 12
+
+
+def plot_precursor_heatmap(summary: Mapping[str, Any], path: Path) -> str | None:
+    """Precursor rate per signal family (rows) and difficulty/size (columns), each cell ``k/n``; a cell
+    where no event happened (n = 0) is grey, since a rate there would be a guess."""
+    rows = [r for r in (summary.get("precursor_rate") or {}).get("by_family") or [] if isinstance(r, Mapping)]
+    if not rows:
+        return None
+    families = sorted({str(r.get("family")) for r in rows})
+    columns = _difficulty_size_columns(summary, rows)
+    rates = np.full((len(families), len(columns)), np.nan)
+    text = [["" for _ in columns] for _ in families]
+    for r in rows:
+        i, j = families.index(str(r.get("family"))), columns.index((str(r.get("difficulty")), str(r.get("size"))))
+        rate = finite_number(r.get("rate"))
+        rates[i, j] = np.nan if rate is None else rate
+        text[i][j] = f"{r.get('precursor', 0)}/{r.get('n', 0)}" if r.get("n") else "no event"
+
+    fig = Figure(figsize=(max(6.0, 1.3 * len(columns) + 4), max(2.5, 0.45 * len(families) + 1.8)), layout="constrained")
+    ax = fig.subplots()
+    colormap = colormaps["Greens"].with_extremes(bad="#e6e6e6")
+    image = ax.imshow(np.ma.masked_invalid(rates), cmap=colormap, vmin=0, vmax=1, aspect="auto")
+    for i in range(len(families)):
+        for j in range(len(columns)):
+            dark = np.isfinite(rates[i, j]) and rates[i, j] > 0.6
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize="small", color="white" if dark else "black")
+    ax.set_xticks(range(len(columns)), [f"{d}\n{s}" for d, s in columns])
+    ax.set_yticks(range(len(families)), families)
+    ax.set_xlabel("difficulty / model size")
+    # A figure title, not the axes': long family names on the left would push an axes title off the page.
+    fig.suptitle("Precursor rate: precursor verdicts / verdicts on events that happened", fontsize="medium")
+    fig.colorbar(image, ax=ax, label="precursor rate")
+    return _save(fig, path)
+
+
+def plot_collapse_floors(summary: Mapping[str, Any], path: Path) -> str | None:
+    """Collapse floor against parameter count (log x), one panel per task and difficulty, sd over seeds as
+    error bars, the CV across sizes in the legend. Panels show each family's final layer (comparable across
+    sizes) when there is one, else the signals without layers; the study's primary signal is drawn first."""
+    collapse = summary.get("collapse_floor") or {}
+    panels: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in collapse.get("rows") or []:
+        panels.setdefault((str(row.get("task")), str(row.get("difficulty"))), []).append(row)
+    panels = {key: _floor_lines(rows) for key, rows in panels.items()}
+    panels = {key: rows for key, rows in panels.items() if rows}
+    if not panels:
+        return None
+    n_cols = min(3, len(panels))
+    n_rows = math.ceil(len(panels) / n_cols)
+    fig = Figure(figsize=(5.2 * n_cols, 4.0 * n_rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
+    for ax, ((task, difficulty), rows) in zip(axes, panels.items(), strict=False):
+        for row in rows:
+            points = [s for s in row.get("sizes") or [] if finite_number(s.get("n_params")) and finite_number(s.get("mean")) is not None]
+            x = [float(s["n_params"]) for s in points]
+            y = [float(s["mean"]) for s in points]
+            sd = [finite_number(s.get("sd")) or 0.0 for s in points]
+            cv = finite_number(row.get("cv"))
+            label = f"{_short_signal(row.get('signal'))} (CV {cv:.3f})" if cv is not None else f"{_short_signal(row.get('signal'))} (CV —)"
+            ax.errorbar(
+                x, y, yerr=sd, marker="o", capsize=3, label=label,
+                linewidth=2.2 if row.get("primary") else 1.2, zorder=3 if row.get("primary") else 2,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("collapse floor (mean over seeds)")
+        ax.set_title(f"{task} {difficulty}")
+        ax.grid(alpha=0.3, which="both")
+        if ax.has_data():
+            ax.legend(fontsize="small", loc="best")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def plot_concordance(summary: Mapping[str, Any], path: Path) -> str | None:
+    """Onset step against event step per signal family, one point per run, layer and event, coloured by
+    model size; points above the diagonal are onsets that came first. The title gives the concordance of
+    the orders (pairs from different runs)."""
+    rows = [r for r in (summary.get("concordance") or {}).get("by_family") or [] if len(r.get("items") or []) >= 2]
+    if not rows:
+        return None
+    rows = sorted(rows, key=lambda r: -len(r["items"]))[:MAX_CONCORDANCE_PANELS]
+    rows.sort(key=lambda r: str(r.get("family")))
+    sizes = [s.get("size") for s in summary.get("sizes") or []]
+    sizes += sorted({str(i.get("size")) for r in rows for i in r["items"]} - set(sizes))
+    colours = {size: colormaps["tab10"](k % 10) for k, size in enumerate(sizes)}
+    n_cols = min(3, len(rows))
+    n_rows = math.ceil(len(rows) / n_cols)
+    fig = Figure(figsize=(4.6 * n_cols, 4.2 * n_rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
+    for ax, row in zip(axes, rows, strict=False):
+        items = row["items"]
+        for size in sizes:
+            mine = [i for i in items if i.get("size") == size]
+            if mine:
+                ax.scatter([i["onset_step"] for i in mine], [i["event_step"] for i in mine], color=colours[size], label=str(size), alpha=0.8, s=22)
+        low = min(min(i["onset_step"] for i in items), min(i["event_step"] for i in items))
+        high = max(max(i["onset_step"] for i in items), max(i["event_step"] for i in items))
+        ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, label="onset = event")
+        concordance = finite_number(row.get("concordance"))
+        untied = int(row.get("concordant") or 0) + int(row.get("discordant") or 0)
+        score = f"{concordance:.2f} ({row.get('concordant')}/{untied} pairs)" if concordance is not None else "— (no untied pair)"
+        ax.set_title(f"{_short_signal(row.get('family'))}\nconcordance {score}", fontsize="medium")
+        ax.set_xlabel("onset step")
+        ax.set_ylabel("emergence step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", loc="best")
+    for ax in axes[len(rows):]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def _difficulty_size_columns(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(difficulty, size) pairs: difficulties in level order, sizes by parameter count (the summary's order)."""
+    size_rank = {str(s.get("size")): k for k, s in enumerate(summary.get("sizes") or [])}
+    pairs = {(str(r.get("difficulty")), str(r.get("size"))) for r in rows}
+    return sorted(pairs, key=lambda pair: (difficulty_sort_key(pair[0]), size_rank.get(pair[1], len(size_rank)), pair[1]))
+
+
+def _floor_lines(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    final = [r for r in rows if str(r.get("signal", "")).endswith("/final")]
+    chosen = final or [r for r in rows if not re.search(r"/L\d+$", str(r.get("signal", "")))]
+    chosen = sorted(chosen, key=lambda r: (not r.get("primary"), str(r.get("signal"))))
+    return chosen[:MAX_FLOOR_LINES]
+
+
+def _short_signal(signal: Any) -> str:
+    return str(signal).removeprefix("geometry/") if signal else "?"

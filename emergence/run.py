@@ -362,6 +362,8 @@ class Run:
         self, state: str, reason: str | None = None, analysis: dict[str, Any] | None = None, tracker_status: str | None = None
     ) -> RunOutcome:
         details: dict[str, Any] = {"run_key": self.run_spec.run_key, "step": getattr(getattr(self, "trainer", None), "step", None)}
+        if hasattr(self, "model"):
+            details["n_params"] = count_parameters(self.model)
         if reason:
             details["reason"] = reason
         if self.trackers.failed:
@@ -372,10 +374,9 @@ class Run:
         self.trackers.log_artifact(self.journal.path, None)  # every value, table and event: the run's record
         self.trackers.finish(tracker_status or state)
         analysis = analysis or {}
-        n_params = count_parameters(self.model) if hasattr(self, "model") else None
         return RunOutcome(
             self.run_spec.run_key, self.run_dir, state, reason, analysis.get("verdicts", []), analysis.get("events", []),
-            analysis, n_params,
+            analysis, details.get("n_params"),
         )
 
     def execute(self) -> RunOutcome:
@@ -428,8 +429,7 @@ def completed_outcome(run_spec: RunSpec, run_dir: Path) -> RunOutcome:
     """The outcome of a run completed earlier, read back from its directory."""
     analysis_path = run_dir / ANALYSIS_FILE
     analysis = json.loads(analysis_path.read_text(encoding="utf-8")) if analysis_path.exists() else {}
-    starts = [e for e in Journal(run_dir).read().events if e["event"] == "start"]
-    n_params = starts[-1].get("n_params") if starts else None
+    n_params = (read_status(run_dir) or {}).get("n_params")
     return RunOutcome(
         run_spec.run_key, run_dir, "skipped", "already completed", analysis.get("verdicts", []), analysis.get("events", []),
         analysis, n_params,

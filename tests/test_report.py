@@ -9,9 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emergence.analysis.sweep import SweepEntry, summarize_sweep
 from emergence.plots import geometry_families, plot_filename
 from emergence.record import Journal, write_status
-from emergence.report import write_report
+from emergence.report import (
+    is_sweep_directory,
+    load_sweep,
+    rewrite_sweep_report,
+    write_report,
+    write_sweep_report,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STEPS = list(range(0, 1001, 50))
@@ -297,3 +304,75 @@ def test_running_run_says_analysis_is_pending(tmp_path):
     page = write_report(run_dir).read_text(encoding="utf-8")
     assert "status-running" in page
     assert "still running" in page
+
+
+# --- the sweep report ----------------------------------------------------------------------------
+
+
+def _sweep_summary(with_failure: bool = True) -> dict:
+    """Two sizes, two seeds of the smaller, one event each, and optionally a failed run."""
+    def run(key: str, size: str, n_params: int, seed: int, event: int, onsets: tuple[int, int], floor: float) -> SweepEntry:
+        verdicts = [
+            {"kind": "signal", "signal": f"geometry/rankme/resid_post/L{layer}", "event_metric": "behavior/test/exact_match",
+             "event_step": event, "onset_step": onset, "verdict": "precursor" if onset < event else "synchronous"}
+            for layer, onset in enumerate(onsets)
+        ]
+        collapse = [
+            {"signal": f"geometry/rankme/resid_post/L{layer}", "layer": layer, "initial": 30.0, "floor": floor + layer, "floor_step": 200}
+            for layer in range(2)
+        ]
+        analysis = {"events": [{"metric": "behavior/test/exact_match", "step": event}], "collapse": collapse, "verdicts": verdicts}
+        return SweepEntry(key, f"addition[seed={seed}]", "completed", "binary_addition", 2, "L2", size, n_params, seed, {"seed": seed}, analysis)
+
+    entries = [
+        run("aaa111", "2x32", 20_000, 0, 600, (300, 600), 2.0),
+        run("bbb222", "2x32", 20_000, 1, 700, (400, 700), 2.2),
+        run("ccc333", "2x64", 70_000, 0, 500, (450, 350), 2.1),
+    ]
+    if with_failure:
+        entries.append(
+            SweepEntry("ddd444", "addition[seed=2]", "failed", "binary_addition", 2, "L2", "2x64", None, 2, {"seed": 2}, {},
+                       reason="diverged: loss is nan at step 40")
+        )
+    return summarize_sweep(entries, "swp123", "addition")
+
+
+def test_sweep_report_writes_summary_plots_and_links(tmp_path):
+    directory = tmp_path / "runs" / "addition" / "sweeps" / "swp123"
+    summary = _sweep_summary()
+    written = write_sweep_report(directory, summary)
+
+    assert [p.name for p in written[:2]] == ["sweep.json", "report.html"]
+    assert all(p.is_file() for p in written)
+    assert load_sweep(directory) == summary
+    pngs = [p for p in written if p.suffix == ".png"]
+    assert {p.name for p in pngs} == {"sweep_precursor_rate.png", "sweep_collapse_floor.png", "sweep_concordance.png"}
+    for png in pngs:
+        _assert_valid_png(png)
+
+    page = (directory / "report.html").read_text()
+    assert sorted(_img_sources(page)) == sorted(p.name for p in pngs)
+    for key in ("aaa111", "bbb222", "ccc333", "ddd444"):
+        assert f'href="../../{key}/report.html"' in page
+    assert "diverged: loss is nan at step 40" in page
+    assert "geometry/rankme/resid_post/final" in page and 'class="primary"' in page
+    assert "<h2>Concordance of onset and emergence order</h2>" in page
+
+
+def test_sweep_report_rerenders_from_its_json(tmp_path):
+    write_sweep_report(tmp_path, _sweep_summary())
+    first = (tmp_path / "report.html").read_text()
+    (tmp_path / "report.html").unlink()
+    assert is_sweep_directory(tmp_path) and not is_sweep_directory(tmp_path / "elsewhere")
+    rewrite_sweep_report(tmp_path)
+    assert (tmp_path / "report.html").read_text() == first
+
+
+def test_sweep_report_with_nothing_analysed_still_renders(tmp_path):
+    write_sweep_report(tmp_path, _sweep_summary())  # plots from an earlier render must not linger
+    failed = SweepEntry("eee555", "addition[seed=0]", "failed", "binary_addition", 1, "L1", "2x32", None, 0, {}, {}, reason="OOM")
+    written = write_sweep_report(tmp_path, summarize_sweep([failed], "swp", "addition"))
+    assert [p.name for p in written] == ["sweep.json", "report.html"]
+    assert not list(tmp_path.glob("*.png"))
+    page = (tmp_path / "report.html").read_text()
+    assert "OOM" in page and "No signal verdicts" in page

@@ -1,0 +1,573 @@
+"""Across the runs of a sweep: precursor rates, collapse floors against model size, and whether geometric
+onsets order the emergence events (METHODS.md, "Across runs").
+
+The summary reads only what each run left in its ``analysis.json`` (through ``RunOutcome.analysis``), so it
+can be rebuilt from finished run directories without retraining anything. Failed runs are listed with
+their reasons and kept out of every rate: a run that stopped early has verdicts about a training it never
+finished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from emergence.record import ANALYSIS_FILE, read_status
+
+if TYPE_CHECKING:
+    from emergence.run import RunOutcome
+    from emergence.spec.grid import RunSpec
+    from emergence.spec.schema import ModelSpec
+
+SUMMARY_VERSION = 1  # bump when a key of the summary changes meaning, so old sweep.json files are recognised
+
+# The study's headline collapse floor (modular arithmetic: RankMe ~ 2.0 at every size) is the final layer's
+# RankMe on the residual stream; the report puts this signal first when a sweep measured it.
+PRIMARY_FAMILY = "geometry/rankme/resid_post"
+FINAL_LAYER = "final"
+PRIMARY_SIGNAL = f"{PRIMARY_FAMILY}/{FINAL_LAYER}"
+
+# Verdicts about an event that never happened say nothing about leading it (precursor.verdict_for).
+NO_EVENT_VERDICT = "no_emergence"
+JUDGED_VERDICTS = ("precursor", "synchronous", "lagging", "no_signal")
+
+PAIR_BLOCK_ROWS = 1024  # rows of the pair matrices held at once by pair_counts
+
+# What the report's concordance plot needs of each (run, signal, event) item.
+ITEM_FIELDS = ("run_key", "signal", "layer", "size", "difficulty", "event_metric", "onset_step", "event_step")
+
+_LAYER_SUFFIX = re.compile(r"/L(?P<layer>\d+)$")
+_LEVEL_SUFFIX = re.compile(r"/level_(?P<level>\d+)$")
+
+
+@dataclass(frozen=True)
+class SweepEntry:
+    """One run of the sweep, reduced to what the summary groups by and the analysis it left behind."""
+
+    run_key: str
+    display_name: str
+    state: str  # completed | failed | skipped (skipped: completed earlier and read back, or locked elsewhere)
+    task: str
+    level: int | list[int]
+    difficulty: str
+    size: str
+    n_params: int | None
+    seed: int
+    grid_point: dict[str, Any]
+    analysis: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+
+    @property
+    def analysed(self) -> bool:
+        """Whether this run's verdicts count: it did not fail and left an analysis behind."""
+        return self.state != "failed" and bool(self.analysis)
+
+
+# --- entries -------------------------------------------------------------------------------------
+
+
+def difficulty_label(level: int | Sequence[int]) -> str:
+    """``2`` -> ``"L2"``; a mixture ``[1, 2]`` -> ``"L1+2"``."""
+    if isinstance(level, int):
+        return f"L{level}"
+    return "L" + "+".join(str(lvl) for lvl in sorted(set(level)))
+
+
+def size_label(model: ModelSpec) -> str:
+    """The preset's name when the spec used one (how a reader names sizes), else ``<layers>x<d_model>``."""
+    return model.preset or f"{model.n_layers}x{model.d_model}"
+
+
+def sweep_entries(runs: Sequence[RunSpec], outcomes: Sequence[RunOutcome]) -> list[SweepEntry]:
+    """Pair each resolved run with its outcome by run key; a run the executor returned nothing for counts
+    as failed rather than vanishing from the summary."""
+    outcome_by_key = {outcome.run_key: outcome for outcome in outcomes}
+    entries = []
+    for run in runs:
+        spec = run.spec
+        outcome = outcome_by_key.get(run.run_key)
+        level = spec.task.level if isinstance(spec.task.level, int) else list(spec.task.level)
+        entries.append(
+            SweepEntry(
+                run_key=run.run_key,
+                display_name=run.display_name,
+                state=outcome.state if outcome else "failed",
+                task=spec.task.name,
+                level=level,
+                difficulty=difficulty_label(level),
+                size=size_label(spec.model),
+                n_params=outcome.n_params if outcome else None,
+                seed=spec.seed,
+                grid_point=dict(run.grid_point),
+                analysis=dict(outcome.analysis) if outcome else {},
+                reason=outcome.reason if outcome else "the executor returned no outcome for this run",
+            )
+        )
+    return entries
+
+
+def entries_from_run_directories(sweep_dir: Path, summary: Mapping[str, Any]) -> list[SweepEntry]:
+    """The runs of an earlier summary as their directories hold them now (state, reason, ``analysis.json``),
+    with what the grid fixed (task, size, seed, parameter count) taken from the summary's rows, so that a
+    sweep's summary follows its runs after ``emergence report`` has analysed them again. Runs live beside
+    the sweeps folder: ``<output_dir>/<name>/sweeps/<key>/`` -> ``<output_dir>/<name>/<run_key>/``."""
+    runs_root = Path(sweep_dir).parent.parent
+    entries = []
+    for row in summary.get("runs") or []:
+        run_dir = runs_root / str(row["run_key"])
+        status = read_status(run_dir) if run_dir.is_dir() else None
+        analysis = _read_analysis(run_dir)
+        state, reason = (status.get("state"), status.get("reason")) if status else (row.get("state"), row.get("reason"))
+        if not run_dir.is_dir():
+            reason = f"run directory {run_dir} is gone; last known: {row.get('reason') or row.get('state')}"
+        level = row.get("level", 1)
+        entries.append(
+            SweepEntry(
+                run_key=str(row["run_key"]),
+                display_name=str(row.get("name") or row["run_key"]),
+                state=str(state or "failed"),
+                task=str(row.get("task")),
+                level=level,
+                difficulty=str(row.get("difficulty") or difficulty_label(level)),
+                size=str(row.get("size")),
+                n_params=row.get("n_params"),
+                seed=row.get("seed", 0),
+                grid_point=dict(row.get("grid_point") or {}),
+                analysis=analysis,
+                reason=reason,
+            )
+        )
+    return entries
+
+
+def _read_analysis(run_dir: Path) -> dict[str, Any]:
+    """``analysis.json`` of a run, or ``{}`` when there is none (the run is then not analysed)."""
+    try:
+        analysis = json.loads((run_dir / ANALYSIS_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return analysis if isinstance(analysis, dict) else {}
+
+
+# --- the summary ---------------------------------------------------------------------------------
+
+
+def summarize_sweep(entries: Sequence[SweepEntry], sweep_key: str, name: str) -> dict[str, Any]:
+    """Everything the sweep report shows, as a JSON-able dict (NaN and infinities become ``None``).
+
+    Keys: ``version``, ``name``, ``sweep_key``; ``sizes`` (size, n_params; in parameter order);
+    ``counts`` (runs, completed, skipped, failed, analysed, failed_runs, skipped_runs); ``runs`` (one row
+    per run); ``precursor_rate`` (by_signal, by_family); ``collapse_floor`` (primary_signal, rows);
+    ``concordance`` (by_signal, by_family; family rows carry their items). Only runs that did not fail
+    and left an analysis count in the last three.
+    """
+    analysed = [entry for entry in entries if entry.analysed]
+    order = size_order(entries)
+    items = onset_items(analysed)
+    floors = collapse_floors(analysed, order)
+    summary = {
+        "version": SUMMARY_VERSION,
+        "name": name,
+        "sweep_key": sweep_key,
+        "sizes": [{"size": size, "n_params": order[size][1]} for size in sorted(order, key=lambda s: size_sort_key(order, s))],
+        "counts": run_counts(entries),
+        "runs": [run_row(entry) for entry in entries],
+        "precursor_rate": {
+            "by_signal": precursor_rates(analysed, order, signal_name, "signal"),
+            "by_family": precursor_rates(analysed, order, family_of, "family"),
+        },
+        "collapse_floor": {
+            "primary_signal": PRIMARY_SIGNAL if any(row["primary"] for row in floors) else None,
+            "rows": floors,
+        },
+        "concordance": {
+            "by_signal": concordance_rows(items, signal_name, "signal", across_runs_only=False, keep_items=False),
+            "by_family": concordance_rows(items, family_of, "family", across_runs_only=True, keep_items=True),
+        },
+    }
+    return json_safe(summary)
+
+
+def run_counts(entries: Sequence[SweepEntry]) -> dict[str, Any]:
+    states = Counter(entry.state for entry in entries)
+
+    def listed(state: str) -> list[dict[str, Any]]:
+        return [
+            {"run_key": e.run_key, "name": e.display_name, "reason": e.reason} for e in entries if e.state == state
+        ]
+
+    return {
+        "runs": len(entries),
+        "completed": states["completed"],
+        "skipped": states["skipped"],
+        "failed": states["failed"],
+        "analysed": sum(entry.analysed for entry in entries),
+        "failed_runs": listed("failed"),
+        "skipped_runs": listed("skipped"),
+    }
+
+
+def run_row(entry: SweepEntry) -> dict[str, Any]:
+    events = [e for e in entry.analysis.get("events") or [] if isinstance(e, dict)]
+    verdicts = Counter(str(v.get("verdict")) for v in signal_verdicts(entry.analysis))
+    return {
+        "run_key": entry.run_key,
+        "name": entry.display_name,
+        "state": entry.state,
+        "reason": entry.reason,
+        "task": entry.task,
+        "level": entry.level,
+        "difficulty": entry.difficulty,
+        "size": entry.size,
+        "n_params": entry.n_params,
+        "seed": entry.seed,
+        "grid_point": entry.grid_point,
+        # The first event is the spec's metric over the whole test set; the rest are a mixture's levels.
+        "emergence_step": events[0].get("step") if events else None,
+        "emergence_steps": {str(e.get("metric")): e.get("step") for e in events},
+        "verdicts": dict(sorted(verdicts.items())),
+    }
+
+
+# --- grouping helpers ----------------------------------------------------------------------------
+
+
+def signal_verdicts(analysis: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The per-signal verdicts of one run. Runs analysed before verdicts carried a ``kind`` hold only
+    signal verdicts in this list (feature verdicts live under ``feature_verdicts``), so no kind = signal."""
+    return [
+        v for v in analysis.get("verdicts") or [] if isinstance(v, dict) and v.get("kind", "signal") == "signal"
+    ]
+
+
+def signal_name(signal: str) -> str:
+    return signal
+
+
+def family_of(signal: str) -> str:
+    """``geometry/rankme/resid_post/L3`` -> ``geometry/rankme/resid_post``; a key without a layer is its own family."""
+    return _LAYER_SUFFIX.sub("", signal)
+
+
+def layer_of(signal: str) -> int | None:
+    match = _LAYER_SUFFIX.search(signal)
+    return int(match["layer"]) if match else None
+
+
+def event_difficulty(entry: SweepEntry, event_metric: Any) -> str:
+    """The difficulty of the capability an event marks: a mixture's per-level event (``.../level_2``) is
+    the emergence of that level, so it counts as ``L2``; the whole-test-set event keeps the run's class."""
+    match = _LEVEL_SUFFIX.search(str(event_metric or ""))
+    return f"L{match['level']}" if match else entry.difficulty
+
+
+def difficulty_sort_key(difficulty: str) -> tuple[int, tuple[int, ...]]:
+    """Single levels first in order, then mixtures: ``L1, L2, L3, L1+2, L1+2+3``."""
+    levels = tuple(int(part) for part in difficulty.removeprefix("L").split("+") if part.isdigit())
+    return (len(levels), levels)
+
+
+def size_order(entries: Sequence[SweepEntry]) -> dict[str, tuple[float, int | None]]:
+    """Each size's sort key and parameter count: the median count over its runs (different tasks have
+    different vocabularies, so one size's count varies a little); sizes with no count sort last."""
+    counts: dict[str, list[int]] = {}
+    for entry in entries:
+        counts.setdefault(entry.size, []).extend([entry.n_params] if entry.n_params is not None else [])
+    order = {}
+    for size, known in counts.items():
+        median = int(np.median(known)) if known else None
+        order[size] = (float(median) if median is not None else math.inf, median)
+    return order
+
+
+def size_sort_key(order: Mapping[str, tuple[float, int | None]], size: str) -> tuple[float, str]:
+    return (order.get(size, (math.inf, None))[0], size)
+
+
+# --- precursor rate ------------------------------------------------------------------------------
+
+
+def precursor_rates(
+    entries: Sequence[SweepEntry],
+    order: Mapping[str, tuple[float, int | None]],
+    group: Callable[[str], str],
+    label: str,
+) -> list[dict[str, Any]]:
+    """Precursor rate per (signal or family, difficulty, size).
+
+    One trial is one verdict: a signal (one layer of a family) against one emergence event of one run.
+    ``n`` counts only trials whose event happened; a ``no_emergence`` verdict is shown in its own column
+    but is no evidence either way. ``no_signal`` does count: the event came and the signal showed nothing.
+    """
+    cells: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
+    runs: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for entry in entries:
+        for verdict in signal_verdicts(entry.analysis):
+            key = (group(str(verdict.get("signal"))), event_difficulty(entry, verdict.get("event_metric")), entry.size)
+            cells[key][str(verdict.get("verdict"))] += 1
+            runs[key].add(entry.run_key)
+    rows = []
+    for key in sorted(cells, key=lambda k: (k[0], difficulty_sort_key(k[1]), size_sort_key(order, k[2]))):
+        name, difficulty, size = key
+        tally = cells[key]
+        judged = sum(tally[v] for v in JUDGED_VERDICTS)
+        rows.append(
+            {
+                label: name,
+                "difficulty": difficulty,
+                "size": size,
+                "n_params": order.get(size, (math.inf, None))[1],
+                "runs": len(runs[key]),
+                "n": judged,
+                "precursor": tally["precursor"],
+                "rate": tally["precursor"] / judged if judged else None,
+                **{verdict: tally[verdict] for verdict in JUDGED_VERDICTS[1:]},
+                NO_EVENT_VERDICT: tally[NO_EVENT_VERDICT],
+            }
+        )
+    return rows
+
+
+# --- collapse floor ------------------------------------------------------------------------------
+
+
+def collapse_floors(entries: Sequence[SweepEntry], order: Mapping[str, tuple[float, int | None]]) -> list[dict[str, Any]]:
+    """Collapse floor per (task, difficulty, signal) and size, and its coefficient of variation across sizes.
+
+    Per size: the mean floor over the runs of that size (seeds), with the sample standard deviation
+    (ddof = 1: the seeds are a sample of what training could give; ``None`` for a single run).
+    Across sizes: CV = population standard deviation (ddof = 0) of the per-size means over their mean.
+    Population, because the sizes in the sweep are the whole set the scale-invariance claim is about, not
+    a sample of sizes; it also keeps two sizes comparable with more (for two, CV = |a - b| / (a + b)).
+    ``None`` with fewer than two sizes or a zero mean.
+
+    Besides each measured key, every per-layer family gets a ``<family>/final`` row from each run's deepest
+    measured layer, since layer ``L3`` is the last layer of one size and a middle layer of the next.
+    """
+    floors: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    params: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for entry in entries:
+        if entry.n_params is not None:
+            params[(entry.task, entry.difficulty, entry.size)].append(entry.n_params)
+        for signal, floor in run_floors(entry.analysis).items():
+            floors[(entry.task, entry.difficulty, signal)][entry.size].append(floor)
+
+    def primary_first(key: tuple[str, str, str]) -> tuple[Any, ...]:
+        task, difficulty, signal = key
+        return (task, difficulty_sort_key(difficulty), signal != PRIMARY_SIGNAL, signal)
+
+    rows = []
+    for task, difficulty, signal in sorted(floors, key=primary_first):
+        by_size = floors[(task, difficulty, signal)]
+        sizes = [
+            size_floor(size, by_size[size], params.get((task, difficulty, size)), order)
+            for size in sorted(by_size, key=lambda s: size_sort_key(order, s))
+        ]
+        rows.append(
+            {
+                "task": task,
+                "difficulty": difficulty,
+                "signal": signal,
+                "primary": signal == PRIMARY_SIGNAL,
+                "sizes": sizes,
+                "cv": coefficient_of_variation([s["mean"] for s in sizes]),
+            }
+        )
+    return rows
+
+
+def run_floors(analysis: Mapping[str, Any]) -> dict[str, float]:
+    """Signal -> collapse floor for one run, plus ``<family>/final`` for each family's deepest layer."""
+    floors: dict[str, float] = {}
+    deepest: dict[str, tuple[int, float]] = {}
+    for row in analysis.get("collapse") or []:
+        if not isinstance(row, dict) or not _finite(row.get("floor")):
+            continue
+        signal, floor = str(row.get("signal")), float(row["floor"])
+        floors[signal] = floor
+        layer = layer_of(signal)
+        family = family_of(signal)
+        if layer is not None and (family not in deepest or layer > deepest[family][0]):
+            deepest[family] = (layer, floor)
+    floors.update({f"{family}/{FINAL_LAYER}": floor for family, (_, floor) in deepest.items()})
+    return floors
+
+
+def size_floor(
+    size: str, floors: Sequence[float], counts: Sequence[int] | None, order: Mapping[str, tuple[float, int | None]]
+) -> dict[str, Any]:
+    values = np.asarray(floors, dtype=float)
+    n_params = int(np.median(counts)) if counts else order.get(size, (math.inf, None))[1]
+    return {
+        "size": size,
+        "n_params": n_params,
+        "n": len(values),
+        "mean": float(values.mean()),
+        "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+        "floors": [float(v) for v in values],
+    }
+
+
+def coefficient_of_variation(means: Sequence[float]) -> float | None:
+    """Population standard deviation over mean (see ``collapse_floors``); ``None`` when undefined."""
+    values = np.asarray(means, dtype=float)
+    if len(values) < 2 or values.mean() == 0:
+        return None
+    return float(values.std(ddof=0) / abs(values.mean()))
+
+
+# --- concordance ---------------------------------------------------------------------------------
+
+
+def onset_items(entries: Sequence[SweepEntry]) -> list[dict[str, Any]]:
+    """Every (run, signal, event) with both an onset and an event step: the points the ordering is judged on."""
+    items = []
+    for entry in entries:
+        for verdict in signal_verdicts(entry.analysis):
+            onset, event = verdict.get("onset_step"), verdict.get("event_step")
+            if not (_finite(onset) and _finite(event)):
+                continue
+            signal = str(verdict.get("signal"))
+            items.append(
+                {
+                    "run_key": entry.run_key,
+                    "signal": signal,
+                    "layer": layer_of(signal),
+                    "size": entry.size,
+                    "difficulty": event_difficulty(entry, verdict.get("event_metric")),
+                    "event_metric": verdict.get("event_metric"),
+                    "onset_step": onset,
+                    "event_step": event,
+                }
+            )
+    return items
+
+
+def concordance_rows(
+    items: Sequence[dict[str, Any]], group: Callable[[str], str], label: str, across_runs_only: bool, keep_items: bool
+) -> list[dict[str, Any]]:
+    """Does the signal's onset order the emergence events? Per group of items (one signal, or one family).
+
+    A pair of items is concordant when onset and event are ordered the same way (strictly), discordant when
+    opposite; a tie in either is left out of the concordance. ``across_runs_only`` keeps only pairs from
+    different runs: within one run the layers of a family share the event, so such pairs say nothing about
+    the order of events. Kendall's tau-b comes from scipy over all items when every pair counts; with pairs
+    restricted, from the same formula on the kept pairs, (C - D) / sqrt((P - T_onset) (P - T_event)).
+    ``keep_items`` puts the items in each row (for the report's scatter plot; a family's items hold its
+    signals', so the summary keeps them once).
+    """
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for item in items:
+        groups[group(item["signal"])].append(item)
+    rows = []
+    for name in sorted(groups):
+        members = groups[name]
+        onsets = np.array([m["onset_step"] for m in members], dtype=float)
+        events = np.array([m["event_step"] for m in members], dtype=float)
+        # Integer run codes: comparing them is several times faster than comparing key strings.
+        runs = np.unique([m["run_key"] for m in members], return_inverse=True)[1] if across_runs_only else None
+        pairs = pair_counts(onsets, events, runs)
+        tau, p_value = kendall(onsets, events, pairs, restricted=across_runs_only)
+        untied = pairs["concordant"] + pairs["discordant"]
+        rows.append(
+            {
+                label: name,
+                "n_items": len(members),
+                "n_runs": len({m["run_key"] for m in members}),
+                "n_pairs": pairs["pairs"],
+                "concordant": pairs["concordant"],
+                "discordant": pairs["discordant"],
+                "ties": pairs["ties"],
+                "concordance": pairs["concordant"] / untied if untied else None,
+                "kendall_tau": tau,
+                "kendall_p": p_value,
+                **({"items": [{k: m[k] for k in ITEM_FIELDS} for m in members]} if keep_items else {}),
+            }
+        )
+    return rows
+
+
+def pair_counts(onsets: np.ndarray, events: np.ndarray, runs: np.ndarray | None = None) -> dict[str, int]:
+    """Concordant, discordant and tied pairs among items (each unordered pair once); with ``runs``, only
+    pairs of items from different runs. Vectorised in blocks of rows, so a family of tens of thousands of
+    items (runs x layers x events) stays within a few hundred MB."""
+    totals = dict.fromkeys(("pairs", "concordant", "discordant", "ties", "tied_onset", "tied_event"), 0)
+    n = len(onsets)
+    for start in range(0, n, PAIR_BLOCK_ROWS):
+        rows = slice(start, min(start + PAIR_BLOCK_ROWS, n))
+        onset_order = np.sign(onsets[rows, None] - onsets[None, :]).astype(np.int8)
+        event_order = np.sign(events[rows, None] - events[None, :]).astype(np.int8)
+        counted = np.arange(n)[None, :] > np.arange(n)[rows, None]  # j > i: every unordered pair once
+        if runs is not None:
+            counted &= runs[rows, None] != runs[None, :]
+        product = onset_order * event_order
+        tied_onset = counted & (onset_order == 0)
+        tied_event = counted & (event_order == 0)
+        totals["pairs"] += int(counted.sum())
+        totals["concordant"] += int((counted & (product > 0)).sum())
+        totals["discordant"] += int((counted & (product < 0)).sum())
+        totals["ties"] += int((tied_onset | tied_event).sum())
+        totals["tied_onset"] += int(tied_onset.sum())
+        totals["tied_event"] += int(tied_event.sum())
+    return totals
+
+
+def kendall(
+    onsets: np.ndarray, events: np.ndarray, pairs: Mapping[str, int], restricted: bool
+) -> tuple[float | None, float | None]:
+    """(tau-b, p-value); ``None`` below three items or when every pair is tied. No p-value for restricted
+    pairs: scipy's null distribution assumes every pair of items counts."""
+    if len(onsets) < 3:
+        return None, None
+    if not restricted:
+        result = kendalltau(onsets, events)
+        return _finite_or_none(result.statistic), _finite_or_none(result.pvalue)
+    denominator = math.sqrt((pairs["pairs"] - pairs["tied_onset"]) * (pairs["pairs"] - pairs["tied_event"]))
+    if denominator == 0:
+        return None, None
+    return (pairs["concordant"] - pairs["discordant"]) / denominator, None
+
+
+# --- JSON ----------------------------------------------------------------------------------------
+
+
+def json_safe(value: Any) -> Any:
+    """numpy scalars to Python numbers, NaN and infinities to ``None``, tuples to lists, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _finite_or_none(value: Any) -> float | None:
+    return float(value) if _finite(float(value)) else None
+
+
+__all__ = [
+    "PRIMARY_SIGNAL",
+    "SweepEntry",
+    "coefficient_of_variation",
+    "difficulty_label",
+    "entries_from_run_directories",
+    "pair_counts",
+    "summarize_sweep",
+    "sweep_entries",
+]
