@@ -107,21 +107,58 @@ def run(
         console.print(f"sweep of {len(runs)} runs on {where}", highlight=False)
     with SweepProgress(runs, console, enabled=not quiet) as display:
         outcomes = execute(runs, force=force, progress=display)
-    failed = 0
-    for outcome in outcomes:
-        reason = f" ({escape(outcome.reason)})" if outcome.reason else ""
-        console.print(f"\n[bold]{outcome.state}[/bold] {escape(str(outcome.run_dir))}{reason}")
-        for event in outcome.events:
-            console.print(f"  emergence event {event['metric']}: step {event['step']}", highlight=False)
-        if outcome.verdicts:
-            console.print(_verdict_table(outcome))
-        failed += outcome.state == "failed"
+    if len(outcomes) == 1:
+        _print_outcome(outcomes[0])
+    else:
+        console.print(_sweep_runs_table(runs, outcomes))
     console.print(f"{len(outcomes)} run(s) in {time.perf_counter() - started:.0f} s")
     summary_dir = sweep_directory(runs)
-    if summary_dir is not None and (summary_dir / "report.html").exists():
-        console.print(f"sweep summary: {summary_dir / 'sweep.json'}, report: {summary_dir / 'report.html'}", highlight=False)
+    if summary_dir is not None and (summary_dir / "sweep.json").exists():
+        console.print(_precursor_rate_table(json.loads((summary_dir / "sweep.json").read_text(encoding="utf-8"))))
+        console.print(f"sweep report: {summary_dir / 'report.html'}", highlight=False, markup=False)
+    failed = sum(outcome.state == "failed" for outcome in outcomes)
     if failed:
         raise typer.Exit(1)
+
+
+def _print_outcome(outcome: object) -> None:
+    reason = f" ({escape(outcome.reason)})" if outcome.reason else ""  # type: ignore[attr-defined]
+    console.print(f"\n[bold]{outcome.state}[/bold] {escape(str(outcome.run_dir))}{reason}")  # type: ignore[attr-defined]
+    for event in outcome.events:  # type: ignore[attr-defined]
+        console.print(f"  emergence event {event['metric']}: step {event['step']}", highlight=False)
+    if outcome.verdicts:  # type: ignore[attr-defined]
+        console.print(_verdict_table(outcome))
+
+
+def _sweep_runs_table(runs: list[RunSpec], outcomes: list) -> Table:
+    """One line per run of a sweep; the verdicts of each are in its report and in the sweep report."""
+    table = Table(title="runs")
+    for column in ("run", "state", "emergence step", "precursors", "run directory / reason"):
+        table.add_column(column, overflow="fold")
+    for run, outcome in zip(runs, outcomes, strict=True):
+        signals = [v for v in outcome.verdicts if v.get("kind", "signal") == "signal"]
+        precursors = sum(v["verdict"] == "precursor" for v in signals)
+        step = ", ".join(str(e["step"]) for e in outcome.events) or "-"
+        where = outcome.reason if outcome.state == "failed" else str(outcome.run_dir)
+        table.add_row(escape(run.display_name), outcome.state, step, f"{precursors} of {len(signals)}", escape(where or ""))
+    return table
+
+
+def _precursor_rate_table(summary: dict) -> Table:
+    """The sweep's precursor rate per signal family (rows) by difficulty and size (columns)."""
+    rows = summary.get("precursor_rate", {}).get("by_family", [])
+    groups = list(dict.fromkeys((r["difficulty"], r["size"]) for r in rows))
+    table = Table(title="precursor rate by signal family, difficulty and size (precursors / judged)")
+    table.add_column("family", overflow="fold")
+    for difficulty, size in groups:
+        table.add_column(f"{difficulty} {size}", no_wrap=True)
+    for family in dict.fromkeys(r["family"] for r in rows):
+        cells = {(r["difficulty"], r["size"]): r for r in rows if r["family"] == family}
+        table.add_row(
+            escape(family),
+            *(f"{c['precursor']}/{c['n']}" if (c := cells.get(g)) and c["n"] else "-" for g in groups),
+        )
+    return table
 
 
 def _interrupt(signum: int, frame: object) -> None:
