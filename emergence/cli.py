@@ -76,6 +76,7 @@ def run(
 
     With --from-run, SPEC is fetched from an earlier run (yours or a colleague's) and, unless an override
     changes a result, resolves to the same run key: the same run, resumed or reattached."""
+    from emergence.executors import ExecutorUnavailable
     from emergence.orchestrate import execute, sweep_directory
     from emergence.progress import SweepProgress
     from emergence.run import run_directory
@@ -106,7 +107,10 @@ def run(
     if len(runs) > 1:
         console.print(f"sweep of {len(runs)} runs on {where}", highlight=False)
     with SweepProgress(runs, console, enabled=not quiet) as display:
-        outcomes = execute(runs, force=force, progress=display)
+        try:
+            outcomes = execute(runs, force=force, progress=display)
+        except ExecutorUnavailable as error:
+            _fail(f"error: {spec}: execution: {error}")
     if len(outcomes) == 1:
         _print_outcome(outcomes[0])
     else:

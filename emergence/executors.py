@@ -51,6 +51,11 @@ class RunMessage:
 ProgressSink = Callable[[RunMessage], None]
 
 
+class ExecutorUnavailable(RuntimeError):
+    """An executor cannot run anything as the spec's ``execution`` section asks (a cluster that does not
+    answer, resources no node has). Raised before any run starts; the CLI reports it and exits with 2."""
+
+
 class Executor(Protocol):
     """Built from the spec's ``execution`` section; runs what it is given and returns one outcome per run,
     in order. A run that fails is an outcome with state ``failed``, never an exception."""
