@@ -386,8 +386,12 @@ class Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with RunDirectoryLock(self.run_dir) as held:
             if not held:
-                reason = "running in another process (its run directory is locked); not started twice"
-                return RunOutcome(self.run_spec.run_key, self.run_dir, "skipped", reason)
+                # Not completed by this sweep, so not a success: the sweep says so and exits non-zero.
+                reason = "running in another process (its run directory is locked); not started twice: run the sweep again later"
+                return RunOutcome(self.run_spec.run_key, self.run_dir, "failed", reason)
+            status = read_status(self.run_dir)  # the other process may have completed it while we waited
+            if status and status.get("state") == "completed":
+                return completed_outcome(self.run_spec, self.run_dir)
             return self._execute()
 
     def _execute(self) -> RunOutcome:
@@ -436,26 +440,35 @@ def completed_outcome(run_spec: RunSpec, run_dir: Path) -> RunOutcome:
     )
 
 
+LOCK_WAIT_SECONDS = 30.0  # a worker orphaned by a killed sweep needs a few seconds to mark its run interrupted
+
+
 class RunDirectoryLock:
     """An exclusive lock on a run directory while a process runs it, so that two sweeps started over the
-    same runs (or a sweep and a straggler) never write one run at once. The OS drops it when the process
-    dies, so a killed run never leaves a stale lock behind."""
+    same runs (or a sweep and a straggler) never write one run at once. A sweep started right after a
+    killed one waits a little for the old workers to let go. The OS drops the lock when the process dies,
+    so a killed run never leaves a stale one behind."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, wait_seconds: float | None = None) -> None:
         self.path = Path(run_dir) / ".lock"
+        self.wait_seconds = LOCK_WAIT_SECONDS if wait_seconds is None else wait_seconds
         self._handle: Any = None
 
     def __enter__(self) -> bool:
         import fcntl
 
         self._handle = self.path.open("w")
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._handle.close()
-            self._handle = None
-            return False
-        return True
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            try:
+                fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._handle.close()
+                    self._handle = None
+                    return False
+                time.sleep(0.5)
 
     def __exit__(self, *exc: object) -> None:
         if self._handle is not None:

@@ -125,3 +125,21 @@ def test_llc_in_a_run_logs_its_numbers_and_its_sgld_trace(tiny_raw, write_spec):
     assert traces[0]["columns"] == ["chain", "sgld_step", "loss", "baseline", "burnin"]
     assert len(traces[0]["rows"]) == 2 * (8 + 4)
     assert sum(row[4] for row in traces[0]["rows"]) == 2 * 4  # the burn-in rows are marked
+
+
+def test_a_run_directory_held_by_another_process_is_not_run_twice(tiny_raw, write_spec, monkeypatch):
+    """A second sweep over a run that another process is still writing waits, then reports it unfinished."""
+    import fcntl
+
+    import emergence.run
+
+    monkeypatch.setattr(emergence.run, "LOCK_WAIT_SECONDS", 0.5)
+    (run_spec,) = resolve(str(write_spec(tiny_raw)))
+    run_dir = run_directory(run_spec)
+    run_dir.mkdir(parents=True)
+    with (run_dir / ".lock").open("w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)  # an flock on its own open file conflicts even within one process
+        held = run_one(run_spec)
+    assert held.state == "failed" and "running in another process" in (held.reason or "")
+    assert not (run_dir / "journal.jsonl").exists()  # nothing was written into the other process's run
+    assert run_one(run_spec).state == "completed"  # once it lets go, the run goes ahead

@@ -55,7 +55,7 @@ class SweepEntry:
 
     run_key: str
     display_name: str
-    state: str  # completed | failed | skipped (skipped: completed earlier and read back, or locked elsewhere)
+    state: str  # completed | failed | skipped (completed earlier and read back)
     task: str
     level: int | list[int]
     difficulty: str
