@@ -11,7 +11,7 @@ The wall time of the whole ``execute()`` call is timed, start-up of the pool's f
 included, since a user waits for those too. Speedup = sequential seconds / variant seconds, measured in the
 same invocation (the machines are shared; only ratios carry over). Every run must complete in every variant.
 
-    python benchmarks/sweep.py [--runs 8] [--steps 600] [--skip-ray] [--json out.json]
+    python benchmarks/sweep.py [--runs 8] [--steps 1500] [--skip-ray] [--json out.json]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def time_variant(name: str, runs: int, steps: int, root: Path) -> dict[str, Any]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=600, help="training steps per run")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps per run")
     parser.add_argument("--skip-ray", action="store_true", help="without integrations/ray installed")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()

@@ -111,6 +111,10 @@ def run(
             outcomes = execute(runs, force=force, progress=display)
         except ExecutorUnavailable as error:
             _fail(f"error: {spec}: execution: {error}")
+        except KeyboardInterrupt:
+            # Each run has marked itself interrupted and kept its checkpoints; the same command resumes.
+            sys.stderr.write(f"interrupted: run `emergence run {spec}` again (same overrides) to resume\n")
+            raise typer.Exit(130) from None
     if len(outcomes) == 1:
         _print_outcome(outcomes[0])
     else:

@@ -29,6 +29,7 @@ from emergence.spec.schema import ExecutionSpec
 
 log = logging.getLogger(__name__)
 
+FORKSERVER_PRELOAD = ["emergence.executors", "emergence.analysis", "emergence.report"]
 STEP_MESSAGE_SECONDS = 0.5  # at most this often a running run reports its step (measurements always)
 PARENT_CHECK_SECONDS = 2.0  # a pool worker whose sweep process died stops within this long
 
@@ -143,8 +144,9 @@ class ProcessPool:
         self.workers = workers
         self.threads = threads
         self.context = multiprocessing.get_context("forkserver")
-        # Children fork from a server that imported these once; a fork costs milliseconds, an import seconds.
-        self.context.set_forkserver_preload(["emergence.executors"])
+        # Children fork from a server that imported these once; a fork costs milliseconds, an import seconds
+        # (torch and TransformerLens here, matplotlib and scipy for each run's analysis and report).
+        self.context.set_forkserver_preload(FORKSERVER_PRELOAD)
 
     def execute(self, runs: Sequence[RunSpec], progress: ProgressSink | None = None) -> list[RunOutcome]:
         messages = self.context.Queue()

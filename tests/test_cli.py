@@ -109,7 +109,7 @@ def test_sigterm_marks_the_run_interrupted_and_resumable(tiny_raw, write_spec, t
         time.sleep(0.2)
     assert journal is not None, "the run never started writing its journal"
     job.send_signal(signal.SIGTERM)
-    job.communicate(timeout=60)
-    assert job.returncode != 0
+    _, said = job.communicate(timeout=60)
+    assert job.returncode == 130 and "again (same overrides) to resume" in said, said
     status = json.loads((journal.parent / "status.json").read_text())
     assert status["state"] == "failed" and "interrupted" in status["reason"]
