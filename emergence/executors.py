@@ -124,11 +124,13 @@ class LocalExecutor:
 
     def __init__(self, execution: ExecutionSpec) -> None:
         self.workers = execution.workers or 1
+        self.threads_asked = execution.threads_per_worker
         self.threads = execution.threads_per_worker or default_threads(self.workers)
 
     def execute(self, runs: Sequence[RunSpec], progress: ProgressSink | None = None) -> list[RunOutcome]:
         if self.workers == 1 or len(runs) <= 1:
-            return [run_in_worker(run, progress) for run in runs]
+            # In this process torch keeps its own thread count unless the spec names one.
+            return [run_in_worker(run, progress, self.threads_asked) for run in runs]
         return ProcessPool(self.workers, self.threads).execute(runs, progress)
 
 
