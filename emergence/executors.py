@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
-import queue
 import signal
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Literal, Protocol
 
@@ -137,9 +138,10 @@ class LocalExecutor:
 class ProcessPool:
     """Runs in child processes, at most ``workers`` at once, each child running exactly one run.
 
-    Children report through one queue: progress messages, then their outcome. A child that dies without an
-    outcome (killed, out of memory) becomes a failed outcome with its exit code. Stopping the sweep
-    (Ctrl-C, SIGTERM) interrupts every child, so each marks its run interrupted, ready to resume.
+    Each child reports through a pipe of its own: progress messages, then its outcome. Not one shared queue:
+    a queue's writers share a lock, and a child killed while holding it would block every other child for
+    good. A child that dies without an outcome (killed, out of memory) becomes a failed outcome with its exit
+    code. Stopping the sweep (Ctrl-C, SIGTERM) interrupts every child, so each marks its run interrupted.
     """
 
     def __init__(self, workers: int, threads: int) -> None:
@@ -151,51 +153,54 @@ class ProcessPool:
         self.context.set_forkserver_preload(FORKSERVER_PRELOAD)
 
     def execute(self, runs: Sequence[RunSpec], progress: ProgressSink | None = None) -> list[RunOutcome]:
-        messages = self.context.Queue()
         waiting = list(enumerate(runs))
-        running: dict[int, BaseProcess] = {}
+        running: dict[int, tuple[BaseProcess, Connection]] = {}
         outcomes: dict[int, RunOutcome] = {}
-        index_of = {run.run_key: i for i, run in enumerate(runs)}
         try:
             while waiting or running:
                 while waiting and len(running) < self.workers:
                     index, run = waiting.pop(0)
+                    reader, writer = self.context.Pipe(duplex=False)
                     child = self.context.Process(
                         target=_child_main,
-                        args=(run, messages, self.threads, os.getcwd(), os.getpid()),
+                        args=(run, writer, self.threads, os.getcwd(), os.getpid()),
                         name=f"emergence-{run.run_key}",
                     )
                     child.start()
-                    running[index] = child
-                self._drain(messages, outcomes, index_of, progress)
-                for index, child in list(running.items()):
-                    if child.is_alive():
+                    writer.close()  # the child holds the writing end; reading here ends when it exits
+                    running[index] = (child, reader)
+                ready = multiprocessing.connection.wait([reader for _, reader in running.values()], timeout=0.2)
+                for index, (child, reader) in list(running.items()):
+                    if reader in ready:
+                        if self._receive(reader, index, outcomes, progress):
+                            continue  # more may follow
+                    elif child.is_alive():
                         continue
+                    # Its pipe closed, or it exited between the wait and now: read what is left, then reap it.
+                    while reader.poll() and self._receive(reader, index, outcomes, progress):
+                        pass
                     child.join()
-                    self._drain(messages, outcomes, index_of, progress)  # its last words may still be queued
+                    reader.close()
                     del running[index]
                     if index not in outcomes:
                         outcomes[index] = self._died(runs[index], child.exitcode, progress)
         except BaseException:
-            self._stop(running.values())
+            self._stop([child for child, _ in running.values()])
             raise
-        finally:
-            messages.close()
         return [outcomes[i] for i in range(len(runs))]
 
-    def _drain(
-        self, messages: Any, outcomes: dict[int, RunOutcome], index_of: dict[str, int], progress: ProgressSink | None
-    ) -> None:
-        deadline = time.monotonic() + 0.2
-        while True:
-            try:
-                item = messages.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                return
-            if isinstance(item, RunOutcome):
-                outcomes[index_of[item.run_key]] = item
-            elif progress is not None:
-                progress(item)
+    @staticmethod
+    def _receive(reader: Connection, index: int, outcomes: dict[int, RunOutcome], progress: ProgressSink | None) -> bool:
+        """Take one item from a child; False when its pipe is closed (it exited, or died)."""
+        try:
+            item = reader.recv()
+        except (EOFError, OSError):
+            return False
+        if isinstance(item, RunOutcome):
+            outcomes[index] = item
+        elif progress is not None:
+            progress(item)
+        return True
 
     def _died(self, run: RunSpec, exitcode: int | None, progress: ProgressSink | None) -> RunOutcome:
         how = f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
@@ -216,17 +221,18 @@ class ProcessPool:
                 child.kill()
 
 
-def _child_main(run: RunSpec, messages: Any, threads: int, cwd: str, sweep_pid: int) -> None:
+def _child_main(run: RunSpec, messages: Connection, threads: int, cwd: str, sweep_pid: int) -> None:
     # `timeout` and schedulers stop with SIGTERM: treat it as Ctrl-C so the run is marked interrupted.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     threading.Thread(target=_exit_with_sweep, args=(sweep_pid,), daemon=True).start()
     try:
-        outcome = run_in_worker(run, messages.put, threads, cwd)
+        outcome = run_in_worker(run, messages.send, threads, cwd)
     except KeyboardInterrupt:  # the run has marked itself interrupted
         reason = "interrupted; run the sweep again to resume"
         outcome = RunOutcome(run.run_key, run_directory(run), "failed", reason)
-        messages.put(RunMessage(run.run_key, "finished", state="failed", reason=reason))
-    messages.put(outcome)
+        messages.send(RunMessage(run.run_key, "finished", state="failed", reason=reason))
+    messages.send(outcome)
+    messages.close()
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
