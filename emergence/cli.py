@@ -263,7 +263,8 @@ def report(
     """Redo the analysis of RUN_DIR from its journal (no retraining) and rewrite its report; for a sweep
     directory, summarise its runs again (as they are now) and rewrite the sweep report."""
     from emergence.analysis import reanalyze
-    from emergence.report import is_sweep_directory, refresh_sweep_report, write_report
+    from emergence.report import write_report
+    from emergence.sweep_report import is_sweep_directory, refresh_sweep_report
 
     if is_sweep_directory(run_dir):
         written = refresh_sweep_report(run_dir)

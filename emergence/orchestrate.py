@@ -78,7 +78,7 @@ def _finish_sweep(runs: Sequence[RunSpec], outcomes: Sequence[RunOutcome], sweep
     summary: SweepSummary | None = None
     try:
         from emergence.analysis.sweep import summarize_sweep, sweep_entries
-        from emergence.report import write_sweep_report
+        from emergence.sweep_report import write_sweep_report
 
         across_runs = summarize_sweep(sweep_entries(runs, outcomes), runs[0].sweep_key or "", runs[0].spec.name)
         files = write_sweep_report(directory, across_runs)

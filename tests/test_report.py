@@ -12,11 +12,11 @@ import pytest
 from emergence.analysis.sweep import SweepEntry, summarize_sweep
 from emergence.plots import geometry_families, plot_filename
 from emergence.record import Journal, write_status
-from emergence.report import (
+from emergence.report import write_report
+from emergence.sweep_report import (
     is_sweep_directory,
     load_sweep,
     rewrite_sweep_report,
-    write_report,
     write_sweep_report,
 )
 

@@ -530,14 +530,7 @@ class MlflowTracker:
                     tracker.client.delete_run(found.info.run_id)
 
     def _find_sweep_parent(self, experiment_id: str, sweep_key: str) -> Any:
-        runs = self.client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_key}' and tags.`{SWEEP_PARENT_TAG}` = 'true'",
-            run_view_type=ViewType.ACTIVE_ONLY,
-            order_by=["attributes.start_time ASC"],
-            max_results=1,
-        )
-        return runs[0] if runs else None
+        return self._oldest_active_run(experiment_id, f"tags.`{SWEEP_TAG}` = '{sweep_key}' and tags.`{SWEEP_PARENT_TAG}` = 'true'")
 
     def _create_sweep_parent(self, experiment_id: str, sweep_key: str, name: str) -> Any:
         return self.client.create_run(
@@ -547,11 +540,14 @@ class MlflowTracker:
     def _find_run(self, experiment_id: str, run_key: str) -> Any:
         if "'" in run_key:
             raise ValueError(f"run key {run_key!r} cannot be searched for in MLflow")
+        return self._oldest_active_run(experiment_id, f"tags.`{RUN_KEY_TAG}` = '{run_key}'")
+
+    def _oldest_active_run(self, experiment_id: str, filter_string: str) -> Any:
+        # Two processes racing to create the same run (or parent) can both succeed; the oldest one wins.
         runs = self.client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'",
+            filter_string=filter_string,
             run_view_type=ViewType.ACTIVE_ONLY,
-            # Two processes racing on a new run key can both create a run; the oldest one wins.
             order_by=["attributes.start_time ASC"],
             max_results=1,
         )
