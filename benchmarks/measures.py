@@ -40,7 +40,7 @@ from emergence.capture import capture
 from emergence.measures.base import MeasureContext
 from emergence.measures.behavior import behavior_values
 from emergence.models import build_model
-from emergence.run import TRAIN_EVAL_SIZE, build_measures, measure_setup, run_one
+from emergence.runner import TRAIN_EVAL_SIZE, build_measures, measure_setup, run_one
 from emergence.schedule import MeasurementSchedule
 from emergence.spec import resolve
 from emergence.spec.grid import RunSpec

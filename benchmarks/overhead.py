@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from emergence.models import build_model
-from emergence.run import run_one
+from emergence.runner import run_one
 from emergence.spec import resolve
 from emergence.tasks import build_task
 from emergence.train.loop import BatchOrder, answer_loss

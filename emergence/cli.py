@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,8 +18,9 @@ from rich.table import Table
 
 from emergence import registry
 from emergence.registry import UnknownNameError
-from emergence.spec import RunSpec, SpecError, resolve
-from emergence.tasks import TaskInputError
+
+if TYPE_CHECKING:
+    from emergence.spec import RunSpec
 
 # Nothing is ever downloaded at run time: models are built natively, data sets generated.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,6 +42,8 @@ def _fail(message: str) -> None:
 
 
 def _resolve_or_exit(spec: Path, overrides: list[str] | None) -> list[RunSpec]:
+    from emergence.spec import SpecError, resolve
+
     try:
         return resolve(str(spec), overrides or [])
     except SpecError as error:
@@ -68,9 +71,15 @@ def run(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
     from_run: Annotated[
         str | None,
-        typer.Option("--from-run", help="run again the spec of a run: a run directory, mlflow:<run_id>, or a W&B run directory"),
+        typer.Option(
+            "--from-run",
+            help="run again the spec of a run: a run directory, or a run a tracker reads back (mlflow:<run_id>, a W&B run folder)",
+        ),
     ] = None,
-    mlflow: Annotated[str | None, typer.Option("--mlflow", help="tracking URI for --from-run mlflow:<run_id>")] = None,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="where the tracker keeps the --from-run run, when the reference does not say (an MLflow tracking URI)"),
+    ] = None,
 ) -> None:
     """Train (or resume), measure, analyse and log every run of SPEC.
 
@@ -79,7 +88,7 @@ def run(
     from emergence.executors import ExecutorUnavailable
     from emergence.orchestrate import execute, sweep_directory
     from emergence.progress import SweepProgress
-    from emergence.run import run_directory
+    from emergence.rundir import run_directory
 
     if from_run is not None:
         if spec is not None:
@@ -87,7 +96,7 @@ def run(
         from emergence.rerun import spec_of_run, write_fetched_spec
 
         try:
-            spec = write_fetched_spec(spec_of_run(from_run, mlflow), from_run)
+            spec = write_fetched_spec(spec_of_run(from_run, store), from_run)
         except (FileNotFoundError, LookupError) as error:
             _fail(f"error: --from-run: {error}")
         console.print(f"spec of {from_run} -> {spec}", highlight=False)
@@ -199,24 +208,41 @@ def list_registered(
     table = Table(title=kind)
     table.add_column("name")
     table.add_column("details")
-    for name in registries[kind].names():
+    chosen = registries[kind]
+    for name in chosen.names():
+        # Trackers and executors are plugins for outside systems (mlflow, wandb, ray): described from their
+        # distribution's metadata, never imported here. A task or measure is described by its own attributes;
+        # a built-in measure by its declaration, which imports no torch.
+        plugin = chosen.plugin(name) if kind in ("trackers", "executors") else None
         try:
-            item = registries[kind].get(name)
+            item = plugin if plugin is not None else chosen.info(name)
         except Exception as error:  # noqa: BLE001 - a broken plugin should not hide the others
-            table.add_row(name, f"[red]failed to load: {error}[/red]")
+            table.add_row(name, f"[red]failed to load: {escape(str(error))}[/red]")
             continue
-        table.add_row(name, _describe_item(kind, item))
+        table.add_row(name, escape(_describe_item(kind, item)))
     console.print(table)
 
 
 def _describe_item(kind: str, item: object) -> str:
+    from importlib.metadata import EntryPoint
+
+    from emergence.measures.base import MeasureDeclaration
+
+    if isinstance(item, EntryPoint):
+        dist = item.dist
+        summary = (dist.metadata.get("Summary") or "") if dist is not None else ""
+        source = f"{dist.name} {dist.version}, " if dist is not None else ""
+        return f"{summary}\nplugin ({source}{item.value})".strip()
     if kind == "tasks":
         levels = "; ".join(f"L{level}: {note}" for level, note in item.level_notes.items())  # type: ignore[attr-defined]
         return f"{item.description}\nlevels: {levels}\nfeatures: {', '.join(item.feature_names) or '-'}"  # type: ignore[attr-defined]
+    first_line = (item.__doc__ or "").strip().splitlines()[0] if getattr(item, "__doc__", None) else ""
     if kind == "measures":
+        summary = item.summary if isinstance(item, MeasureDeclaration) else first_line  # a plugin's: its docstring's
+        every = f"every {item.default_every} steps" if item.default_every else "on the schedule"  # type: ignore[attr-defined]
         options = ", ".join(item.Options.model_fields)  # type: ignore[attr-defined]
-        return f"cost {item.cost}; options: {options or '-'}"  # type: ignore[attr-defined]
-    return (item.__doc__ or "").strip().splitlines()[0] if getattr(item, "__doc__", None) else ""
+        return f"{summary}\ncost {item.cost}; {every}; options: {options or '-'}".strip()  # type: ignore[attr-defined]
+    return first_line
 
 
 @app.command()
@@ -232,6 +258,7 @@ def sample(
     import numpy as np
     import yaml
 
+    from emergence.tasks.base import TaskInputError
     from emergence.tasks.build import distinct_inputs, resolve_params
 
     explicit = {}
@@ -262,18 +289,13 @@ def report(
 ) -> None:
     """Redo the analysis of RUN_DIR from its journal (no retraining) and rewrite its report; for a sweep
     directory, summarise its runs again (as they are now) and rewrite the sweep report."""
-    from emergence.analysis import reanalyze
-    from emergence.report import write_report
-    from emergence.sweep_report import is_sweep_directory, refresh_sweep_report
+    from emergence.api import report as write_any_report
 
-    if is_sweep_directory(run_dir):
-        written = refresh_sweep_report(run_dir)
-        console.print(f"sweep report: {run_dir / 'report.html'} ({len(written)} files)", highlight=False)
-        return
-    if not (run_dir / "journal.jsonl").exists():
-        _fail(f"error: {run_dir}: no journal.jsonl here; is this a run directory or a sweep directory?")
-    reanalyze(run_dir)
-    console.print(f"report: {write_report(run_dir)}", highlight=False)
+    try:
+        written = write_any_report(run_dir)
+    except FileNotFoundError as error:
+        _fail(f"error: {error}")
+    console.print(f"report: {written}", highlight=False)
 
 
 @app.command()
@@ -303,13 +325,14 @@ def sync(
 
 @app.command()
 def compare(
-    sources: Annotated[list[Path] | None, typer.Argument(help="run directories or folders of them (default: ./runs)")] = None,
-    mlflow: Annotated[str | None, typer.Option("--mlflow", help="read an MLflow store instead: tracking URI (sqlite:///mlflow.db, http://...)")] = None,
-    experiment: Annotated[str, typer.Option(help="the MLflow experiment, with --mlflow")] = "emergence",
-    wandb: Annotated[
-        list[Path] | None,
-        typer.Option("--wandb", help="read W&B runs: a run folder (wandb/offline-run-...), a run directory, or a folder of them (repeatable)"),
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="run directories or folders of them (default: ./runs), or tracker stores: an MLflow tracking URI "
+            "(sqlite:///mlflow.db, http://...), a W&B run folder, or <tracker>:<location> (wandb:runs/)"
+        ),
     ] = None,
+    experiment: Annotated[str | None, typer.Option(help="the experiment (MLflow) or project to read from a tracker store")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, markdown, csv or json")] = "table",
     spec: Annotated[str | None, typer.Option(help="only runs of this spec name")] = None,
     task: Annotated[str | None, typer.Option(help="only runs of this task")] = None,
@@ -317,12 +340,13 @@ def compare(
 ) -> None:
     """One row per run: spec, task, level, model size, seed, emergence step, and every signal's verdict and lead.
 
-    Rows come from run directories (SOURCES), W&B run folders (--wandb, read from their .wandb files, so
-    offline runs work) or an MLflow experiment (--mlflow); several kinds of source can be given together."""
-    from emergence import compare as comparing
+    Rows come from run directories, or from any tracker that reads runs back (MLflow from its store, W&B
+    from its run folders' .wandb files, so offline runs work); several sources can be given together."""
+    from emergence.api import load_runs
+    from emergence.compare import FORMATS, render
 
-    if fmt not in comparing.FORMATS:
-        _fail(f"error: compare: --format {fmt!r}; allowed: {', '.join(comparing.FORMATS)}")
+    if fmt not in FORMATS:
+        _fail(f"error: compare: --format {fmt!r}; allowed: {', '.join(FORMATS)}")
     wanted_tags = {}
     for item in tag or []:
         key, sep, value = item.partition("=")
@@ -330,20 +354,13 @@ def compare(
             _fail(f"error: compare: --tag {item!r} is not KEY=VALUE")
         wanted_tags[key] = value
     try:
-        rows: list[comparing.RunRow] = []
-        if mlflow is not None:
-            rows += comparing.rows_from_mlflow(mlflow, experiment)
-        if wandb:
-            rows += comparing.rows_from_wandb(wandb)
-        if sources or (mlflow is None and not wandb):
-            rows += [comparing.row_from_run_dir(d) for d in comparing.run_directories(sources or [Path("runs")])]
+        rows = load_runs(sources or ["runs"], experiment=experiment, spec=spec, task=task, tags=wanted_tags)
     except (FileNotFoundError, LookupError) as error:
         _fail(f"error: compare: {error}")
-    rows = comparing.select(rows, spec, task, wanted_tags)
     if not rows:
         err_console.print("no runs match", highlight=False)
         raise typer.Exit(1)
-    sys.stdout.write(comparing.render(rows, fmt))
+    sys.stdout.write(render(rows, fmt))
 
 
 @app.command("calibrate-llc")
@@ -363,35 +380,36 @@ def calibrate_llc(
 ) -> None:
     """Sweep SGLD settings (lr x localization x nbeta) for the llc measure on a checkpoint of each run of SPEC;
     write llc_calibration.json and llc_calibration.png into the run directory."""
-    from emergence.measures import llc as llc_module
+    from emergence.measures.llc import measurement_seed, resolve_nbeta
     from emergence.models import resolve_device
+    from emergence.studies import llc_calibration as calibration
 
     runs = _resolve_or_exit(spec, overrides)
     for run_spec in runs:
         device = resolve_device(run_spec.spec.training.device)
         try:
-            loaded = llc_module.load_run_checkpoint(run_spec, checkpoint, n_examples, device)
+            loaded = calibration.load_run_checkpoint(run_spec, checkpoint, n_examples, device)
         except FileNotFoundError as error:
             _fail(f"error: calibrate-llc: {run_spec.display_name}: {error}")
-        nbetas = nbeta or [llc_module.resolve_nbeta(None, batch_size, len(loaded.tokens))]
-        grid = llc_module.calibration_grid(lr or [1e-5, 1e-4, 1e-3], localization or [100.0], nbetas, num_chains, num_draws, num_burnin_steps)
+        nbetas = nbeta or [resolve_nbeta(None, batch_size, len(loaded.tokens))]
+        grid = calibration.calibration_grid(lr or [1e-5, 1e-4, 1e-3], localization or [100.0], nbetas, num_chains, num_draws, num_burnin_steps)
         console.print(f"{run_spec.display_name}: checkpoint step {loaded.step}, {len(grid)} settings", highlight=False, markup=False)
 
-        def show(i: int, result: llc_module.CalibrationResult, total: int = len(grid)) -> None:
+        def show(i: int, result: calibration.CalibrationResult, total: int = len(grid)) -> None:
             console.print(f"  {i + 1}/{total} lr={result.settings.lr:g} llc={result.estimate.mean:.4g}", highlight=False)
 
-        results = llc_module.calibrate(
+        results = calibration.calibrate(
             loaded.model, loaded.tokens, loaded.target_mask, grid, batch_size,
-            llc_module.measurement_seed(loaded.seed, loaded.step), rise_tolerance, progress=show,
+            measurement_seed(loaded.seed, loaded.step), rise_tolerance, progress=show,
         )
-        best = llc_module.recommend(results)
+        best = calibration.recommend(results)
         context = {"run_dir": str(loaded.run_dir), "checkpoint_step": loaded.step, "n_examples": len(loaded.tokens),
                    "batch_size": batch_size, "rise_tolerance": rise_tolerance}
-        json_path, png_path = llc_module.write_calibration(results, best, loaded.run_dir, context)
+        json_path, png_path = calibration.write_calibration(results, best, loaded.run_dir, context)
         table = Table(title=f"LLC calibration, step {loaded.step}")
         for column in ("#", "lr", "localization", "nbeta", "llc mean", "llc std", "rise", "trace", "spread over γ", ""):
             table.add_column(column, no_wrap=True)
-        spreads = llc_module.localization_spread(results)
+        spreads = calibration.localization_spread(results)
         for i, r in enumerate(results):
             e = r.estimate
             verdict = "NaN" if e.non_finite else ("rising" if e.rising else "flat")

@@ -1,4 +1,9 @@
-"""One row per run, from run directories, W&B run folders or an MLflow experiment: what was run and what was found.
+"""Runs from anywhere, side by side: run directories, or any tracker store that can read runs back.
+
+A source is a run directory or a folder of them (read here), or a reference that a tracker plugin with the
+``RunReader`` capability takes (``<backend>:<location>``, or a location a reader claims, such as an MLflow
+tracking URI or a W&B run folder). ``emergence compare`` prints one row per run; ``emergence.load_runs``
+returns the same runs as ``RunResult``s.
 
 Columns: run key, spec, task, level, model size, seed, state, emergence step, then one column per signal
 (``verdict (lead)``) and per probed feature (``quiet (lead)``), so runs of a sweep line up side by side.
@@ -10,41 +15,25 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from emergence.record import ANALYSIS_FILE, SPEC_FILE, VERDICTS_FILE, read_status
+from emergence.rundir import SPEC_FILE, RunResult, is_run_directory, read_run_result
+from emergence.tracking import RUN_RECORD_FIELDS, RUN_RECORD_REF, named_reader, store_reader
 
 FORMATS = ("table", "markdown", "csv", "json")
 FIXED_COLUMNS = ("run_key", "spec", "task", "level", "n_layers", "d_model", "n_params", "seed", "state", "emergence_step")
+DEFAULT_SOURCE = "runs"
 
 
-@dataclass
-class RunRow:
-    run_key: str
-    spec: str
-    task: str
-    level: Any
-    n_layers: Any
-    d_model: Any
-    n_params: Any
-    seed: Any
-    state: str
-    emergence_step: Any
-    tags: dict[str, str] = field(default_factory=dict)
-    verdicts: list[dict[str, Any]] = field(default_factory=list)
-
-    def cells(self) -> dict[str, Any]:
-        """The fixed columns, then ``<signal>`` -> ``verdict (lead)`` for signals and probed features."""
-        out: dict[str, Any] = {name: getattr(self, name) for name in FIXED_COLUMNS}
-        for verdict in self.verdicts:
-            name = verdict.get("signal") or f"feature/{verdict.get('feature')}"
-            lead = verdict.get("lead_steps")
-            out[name] = f"{verdict.get('verdict')} ({lead})" if lead is not None else str(verdict.get("verdict"))
-        return out
+def cells(run: RunResult) -> dict[str, Any]:
+    """The fixed columns, then ``<signal>`` -> ``verdict (lead)`` for signals and probed features."""
+    out: dict[str, Any] = {name: getattr(run, name) for name in FIXED_COLUMNS}
+    for verdict in run.verdicts:
+        name = verdict.get("signal") or f"feature/{verdict.get('feature')}"
+        lead = verdict.get("lead_steps")
+        out[name] = f"{verdict.get('verdict')} ({lead})" if lead is not None else str(verdict.get("verdict"))
+    return out
 
 
 # -- sources --------------------------------------------------------------------------------------
@@ -55,7 +44,7 @@ def run_directories(paths: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         path = Path(path)
-        if (path / SPEC_FILE).exists():
+        if is_run_directory(path):
             found.append(path)
         elif path.is_dir():
             found += sorted(p.parent for p in path.rglob(SPEC_FILE))
@@ -64,60 +53,32 @@ def run_directories(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def row_from_run_dir(run_dir: Path) -> RunRow:
-    resolved = yaml.safe_load((run_dir / SPEC_FILE).read_text(encoding="utf-8")) or {}
-    status = read_status(run_dir) or {}
-    verdicts_path, analysis_path = run_dir / VERDICTS_FILE, run_dir / ANALYSIS_FILE
-    verdicts = json.loads(verdicts_path.read_text(encoding="utf-8")) if verdicts_path.exists() else []
-    analysis = json.loads(analysis_path.read_text(encoding="utf-8")) if analysis_path.exists() else {}
-    events = analysis.get("events") or []
-    n_params = None
-    journal = run_dir / "journal.jsonl"
-    if journal.exists():
-        with journal.open(encoding="utf-8") as handle:
-            first = handle.readline()
-        n_params = json.loads(first).get("n_params") if first.strip() else None
-    model, task = resolved.get("model") or {}, resolved.get("task") or {}
-    tags = {k: str(v) for tracking in resolved.get("tracking") or [] for k, v in (tracking.get("tags") or {}).items()}
-    return RunRow(
-        run_key=str(resolved.get("run_key", run_dir.name)),
-        spec=str(resolved.get("name", run_dir.parent.name)),
-        task=str(task.get("name")),
-        level=task.get("level"),
-        n_layers=model.get("n_layers"),
-        d_model=model.get("d_model"),
-        n_params=n_params,
-        seed=resolved.get("seed"),
-        state=str(status.get("state", "unknown")),
-        emergence_step=events[0].get("step") if events else None,
-        tags=tags,
-        verdicts=verdicts,
-    )
+def read_runs(source: str | Path, experiment: str | None = None) -> list[RunResult]:
+    """Every run at ``source``: ``<tracker>:<location>`` through that tracker; a run directory or a folder
+    holding some, read here; else whatever store a ``RunReader`` plugin claims it for. Raises
+    ``FileNotFoundError`` or ``LookupError``, saying what was tried."""
+    text = str(source)
+    path = Path(source)
+    if named_reader(text) is None and (is_run_directory(path) or (path.is_dir() and any(path.rglob(SPEC_FILE)))):
+        return [read_run_result(d) for d in run_directories([path])]
+    tracker_class, location = store_reader(text)
+    return [_from_record(record, text) for record in tracker_class.read_runs(location, experiment)]
 
 
-def rows_from_mlflow(tracking_uri: str, experiment: str) -> list[RunRow]:
-    """Every run of an MLflow experiment that ``emergence`` made, read by the MLflow tracker plugin (the core
-    never imports mlflow itself)."""
-    from emergence import registry
-
-    tracker_class = registry.trackers.get("mlflow")
-    return [RunRow(**row) for row in tracker_class.run_summaries(tracking_uri, experiment)]
-
-
-def rows_from_wandb(paths: Iterable[Path]) -> list[RunRow]:
-    """Every W&B run under ``paths`` (run folders ``wandb/offline-run-...`` or ``wandb/run-...``, run
-    directories, or folders of them), read from the runs' record logs by the W&B tracker plugin (the core
-    never imports wandb itself); offline runs need no W&B server."""
-    from emergence import registry
-
-    tracker_class = registry.trackers.get("wandb")
-    return [RunRow(**row) for row in tracker_class.run_summaries_from_dirs([Path(p) for p in paths])]
+def _from_record(record: Mapping[str, Any], source: str) -> RunResult:
+    missing = [name for name in RUN_RECORD_FIELDS if name not in record]
+    if missing:
+        raise LookupError(f"{source}: the tracker's run record lacks {', '.join(missing)}")
+    ref = record.get(RUN_RECORD_REF)
+    return RunResult(**{name: record[name] for name in RUN_RECORD_FIELDS}, source=source, ref=None if ref is None else str(ref))
 
 
 # -- filtering and rendering ----------------------------------------------------------------------
 
 
-def select(rows: Sequence[RunRow], spec: str | None = None, task: str | None = None, tags: Mapping[str, str] | None = None) -> list[RunRow]:
+def select(
+    rows: Sequence[RunResult], spec: str | None = None, task: str | None = None, tags: Mapping[str, str] | None = None
+) -> list[RunResult]:
     chosen = []
     for row in rows:
         if spec is not None and row.spec != spec:
@@ -130,20 +91,20 @@ def select(rows: Sequence[RunRow], spec: str | None = None, task: str | None = N
     return chosen
 
 
-def render(rows: Sequence[RunRow], fmt: str) -> str:
+def render(rows: Sequence[RunResult], fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
-    cells = [row.cells() for row in sorted(rows, key=lambda r: (r.spec, str(r.task), str(r.level), str(r.d_model), str(r.seed), r.run_key))]
-    columns = list(FIXED_COLUMNS) + sorted({key for c in cells for key in c} - set(FIXED_COLUMNS))
+    table_cells = [cells(row) for row in sorted(rows, key=lambda r: (r.spec, str(r.task), str(r.level), str(r.d_model), str(r.seed), r.run_key))]
+    columns = list(FIXED_COLUMNS) + sorted({key for c in table_cells for key in c} - set(FIXED_COLUMNS))
     if fmt == "json":
-        return json.dumps([{col: c.get(col) for col in columns} for c in cells], indent=2, default=str)
+        return json.dumps([{col: c.get(col) for col in columns} for c in table_cells], indent=2, default=str)
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([["" if c.get(col) is None else c.get(col) for col in columns] for c in cells])
+        writer.writerows([["" if c.get(col) is None else c.get(col) for col in columns] for c in table_cells])
         return buffer.getvalue()
-    text = [[("" if c.get(col) is None else str(c.get(col))) for col in columns] for c in cells]
+    text = [[("" if c.get(col) is None else str(c.get(col))) for col in columns] for c in table_cells]
     if fmt == "markdown":
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(row) + " |" for row in text]

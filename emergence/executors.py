@@ -23,14 +23,19 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Literal, Protocol
 
 from emergence import registry
-from emergence.record import Journal, write_status
-from emergence.run import RunOutcome, run_directory, run_one
+from emergence.measures.builtin import IMPLEMENTATION_MODULES
+from emergence.record import Journal
+from emergence.rundir import RunOutcome, run_directory, write_status
 from emergence.spec.grid import RunSpec
 from emergence.spec.schema import ExecutionSpec
 
 log = logging.getLogger(__name__)
 
-FORKSERVER_PRELOAD = ["emergence.executors", "emergence.analysis", "emergence.report"]
+# The run engine (torch, TransformerLens) is imported by the fork server once, not by this module: naming an
+# executor, as `emergence validate` does, must not cost the seconds those imports take.
+FORKSERVER_PRELOAD = [
+    "emergence.runner", "emergence.executors", "emergence.analysis", "emergence.reports", *IMPLEMENTATION_MODULES
+]
 STEP_MESSAGE_SECONDS = 0.5  # at most this often a running run reports its step (measurements always)
 PARENT_CHECK_SECONDS = 2.0  # a pool worker whose sweep process died stops within this long
 
@@ -74,6 +79,8 @@ def run_in_worker(
     relative paths mean what they meant where the sweep started), run, report, and turn any error into a
     ``failed`` outcome with the reason."""
     import torch
+
+    from emergence.runner import run_one
 
     if cwd is not None and os.path.isdir(cwd):
         os.chdir(cwd)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,10 +14,10 @@ from typing import Any
 
 from emergence import registry
 from emergence.executors import ProgressSink, RunMessage
-from emergence.record import read_status
-from emergence.run import RunOutcome, completed_outcome, run_directory
+from emergence.numbers import as_float
+from emergence.rundir import RunOutcome, completed_outcome, is_completed, run_directory
 from emergence.spec.grid import RunSpec
-from emergence.tracking import SweepSummary, sanitize_key
+from emergence.tracking import ForgetsRuns, SweepParent, SweepSummary, sanitize_key, tracker_classes_with
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,11 @@ def execute(runs: Sequence[RunSpec], force: bool = False, progress: ProgressSink
     if force:
         for run in runs:
             shutil.rmtree(run_directory(run), ignore_errors=True)
-        for tracker_class, options in _trackers_with(runs, "forget_runs"):
+        for tracker_class, options in _trackers_with(runs, ForgetsRuns):
             _quietly(tracker_class.forget_runs, options, [r.run_key for r in runs])
     outcomes: dict[str, RunOutcome] = {}
     for run in runs:
-        status = read_status(run_directory(run))
-        if status and status.get("state") == "completed":
+        if is_completed(run_directory(run)):
             outcomes[run.run_key] = completed_outcome(run, run_directory(run))
             if progress is not None:
                 progress(RunMessage(run.run_key, "finished", state="skipped", reason="already completed"))
@@ -78,7 +78,7 @@ def _finish_sweep(runs: Sequence[RunSpec], outcomes: Sequence[RunOutcome], sweep
     summary: SweepSummary | None = None
     try:
         from emergence.analysis.sweep import summarize_sweep, sweep_entries
-        from emergence.sweep_report import write_sweep_report
+        from emergence.reports import write_sweep_report
 
         across_runs = summarize_sweep(sweep_entries(runs, outcomes), runs[0].sweep_key or "", runs[0].spec.name)
         files = write_sweep_report(directory, across_runs)
@@ -121,43 +121,36 @@ def _cell(value: Any) -> Any:
 def summary_values(across_runs: dict[str, Any]) -> dict[str, float]:
     """The sweep's headline numbers for a tracker's summary: run counts, precursor rate per signal family,
     difficulty and size, the collapse floor's coefficient of variation across sizes, and concordance."""
-    values = {f"runs/{state}": float(n) for state, n in across_runs.get("counts", {}).items() if _number(n)}
+    values = {f"runs/{state}": float(n) for state, n in across_runs.get("counts", {}).items() if _is_number(n)}
     for row in across_runs.get("precursor_rate", {}).get("by_family", []):
-        if _number(row.get("rate")):
+        if _is_number(row.get("rate")):
             values[f"precursor_rate/{row['family']}/{row['difficulty']}/{row['size']}"] = float(row["rate"])
     for row in across_runs.get("collapse_floor", {}).get("rows", []):
-        if _number(row.get("cv")):
+        if _is_number(row.get("cv")):
             values[f"collapse_floor_cv/{row['task']}/{row['difficulty']}/{row['signal']}"] = float(row["cv"])
     for row in across_runs.get("concordance", {}).get("by_family", []):
-        if _number(row.get("concordance")):
+        if _is_number(row.get("concordance")):
             values[f"concordance/{row['family']}"] = float(row["concordance"])
     return {sanitize_key(key): value for key, value in values.items()}
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+def _is_number(value: Any) -> bool:
+    """A number a tracker can show: not a bool, not NaN."""
+    number = as_float(value)
+    return number is not None and not isinstance(value, bool) and not math.isnan(number)
 
 
 def _sweep_trackers(runs: Sequence[RunSpec]) -> list[tuple[Any, dict[str, Any]]]:
-    """The tracker classes of a sweep that know about sweeps (``prepare_sweep``/``finish_sweep``), each with
-    its spec entry: set up once here, before any run starts, so that parallel runs do not race to create
-    the same experiment or parent run."""
+    """The tracker classes of a sweep that show it as a parent run (``SweepParent``), each with its spec
+    entry: set up once here, before any run starts, so that parallel runs do not race to create the same
+    experiment or parent run."""
     if runs[0].sweep_key is None:
         return []
-    return _trackers_with(runs, "prepare_sweep", "finish_sweep")
+    return _trackers_with(runs, SweepParent)
 
 
-def _trackers_with(runs: Sequence[RunSpec], *hooks: str) -> list[tuple[Any, dict[str, Any]]]:
-    """The spec's tracker classes that offer every one of ``hooks``, each with its spec entry."""
-    found = []
-    for tracking in runs[0].spec.tracking:
-        try:
-            tracker_class = registry.trackers.get(tracking.backend)
-        except Exception:  # noqa: BLE001 - the run itself reports a tracker it cannot build
-            continue
-        if all(hasattr(tracker_class, hook) for hook in hooks):
-            found.append((tracker_class, tracking.model_dump()))
-    return found
+def _trackers_with(runs: Sequence[RunSpec], capability: type) -> list[tuple[Any, dict[str, Any]]]:
+    return tracker_classes_with(capability, [tracking.model_dump() for tracking in runs[0].spec.tracking])
 
 
 def _quietly(call: Any, *args: Any) -> None:

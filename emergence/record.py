@@ -13,7 +13,6 @@ and a torn last line is ignored when reading.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,22 +21,9 @@ from typing import Any
 
 import numpy as np
 
-JOURNAL_FILE = "journal.jsonl"
+from emergence.numbers import decode_nonfinite, encode_nonfinite
 
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities are not JSON; keep them as strings so they round-trip."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value
-
-
-def _from_json(value: Any) -> Any:
-    if value in ("nan", "inf", "-inf"):
-        return float(value)
-    return value
+JOURNAL_FILE = "journal.jsonl"  # in the run directory (rundir.py)
 
 
 @dataclass
@@ -78,14 +64,14 @@ class Journal:
             os.fsync(handle.fileno())
 
     def append_values(self, step: int, values: Mapping[str, float]) -> None:
-        self._append({"step": int(step), "values": {k: _json_safe(float(v)) for k, v in values.items()}})
+        self._append({"step": int(step), "values": {k: encode_nonfinite(float(v)) for k, v in values.items()}})
 
     def append_table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], step: int | None = None) -> None:
-        safe_rows = [[_json_safe(cell) for cell in row] for row in rows]
+        safe_rows = [[encode_nonfinite(cell) for cell in row] for row in rows]
         self._append({"table": name, "step": step, "columns": list(columns), "rows": safe_rows})
 
     def append_event(self, kind: str, **data: Any) -> None:
-        self._append({"event": kind, **{k: _json_safe(v) for k, v in data.items()}})
+        self._append({"event": kind, **{k: encode_nonfinite(v) for k, v in data.items()}})
 
     def read(self) -> JournalContents:
         return read_journal(self.path)
@@ -125,32 +111,10 @@ def read_journal(path: Path) -> JournalContents:
         return contents
     for record in _records(path):
         if "values" in record:
-            contents.values.append((int(record["step"]), {k: float(_from_json(v)) for k, v in record["values"].items()}))
+            contents.values.append((int(record["step"]), {k: float(decode_nonfinite(v)) for k, v in record["values"].items()}))
         elif "table" in record:
-            record["rows"] = [[_from_json(c) for c in row] for row in record["rows"]]
+            record["rows"] = [[decode_nonfinite(c) for c in row] for row in record["rows"]]
             contents.tables.append(record)
         elif "event" in record:
             contents.events.append(record)
     return contents
-
-
-STATUS_FILE = "status.json"
-SPEC_FILE = "spec.resolved.yaml"
-VERDICTS_FILE = "verdicts.json"
-ANALYSIS_FILE = "analysis.json"
-CHECKPOINT_DIR = "checkpoints"
-
-
-def write_status(run_dir: Path, state: str, **details: Any) -> None:
-    """``state`` is ``running``, ``completed`` or ``failed`` (with a ``reason``); written atomically."""
-    path = Path(run_dir) / STATUS_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"state": state, **details}, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_status(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / STATUS_FILE
-    if not path.exists():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))

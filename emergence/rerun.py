@@ -1,10 +1,10 @@
 """Fetch the resolved spec of an earlier run, so ``emergence run --from-run REF`` can run it again.
 
-REF is a run directory (``runs/<spec>/<run_key>``), an MLflow run (``mlflow:<run_id>`` or
-``runs:/<run_id>``, from ``--mlflow URI``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``),
-or a W&B run folder (offline ``wandb/offline-run-...`` or online ``wandb/run-...``, holding the run's
-``run-<id>.wandb`` record log), also given as the run directory whose ``wandb/`` holds it. The spec comes back
-with every default filled in, so it resolves to the same run key unless an override changes a result.
+REF is a run directory (``runs/<spec>/<run_key>``), or a reference that a tracker plugin with the
+``RunReader`` capability takes: ``<tracker>:<ref>`` (``mlflow:<run_id>``), or one a reader claims
+(``runs:/<run_id>``, a W&B run folder). ``store`` says where a reference that does not say so itself lives
+(an MLflow tracking URI). The spec comes back with every default filled in, so it resolves to the same run
+key unless an override changes a result.
 """
 
 from __future__ import annotations
@@ -15,42 +15,27 @@ from typing import Any
 
 import yaml
 
-from emergence.record import SPEC_FILE
-
-RUN_IDENTITY_FIELDS = ("run_key", "grid_point", "sweep_key")  # in a resolved spec, but not spec fields
-WANDB_RUN_FILES = "run-*.wandb"  # the record log in every W&B run folder, offline or online
+from emergence.rundir import RunResult, is_run_directory, read_resolved, spec_fields
+from emergence.tracking import store_reader
 
 
-def spec_of_run(ref: str, tracking_uri: str | None = None) -> dict[str, Any]:
+def spec_of_run(ref: str, store: str | None = None) -> dict[str, Any]:
     """The spec (a dict, as a spec file would hold it) that made the run REF."""
-    if ref.startswith(("mlflow:", "runs:/")):
-        resolved = _from_mlflow(ref.split(":", 1)[1].lstrip("/"), tracking_uri)
-    else:
-        path = Path(ref)
-        if (path / SPEC_FILE).exists():
-            resolved = yaml.safe_load((path / SPEC_FILE).read_text(encoding="utf-8"))
-        elif any(path.glob(WANDB_RUN_FILES)) or any((path / "wandb").glob(f"*/{WANDB_RUN_FILES}")):
-            resolved = _from_wandb(ref)
-        else:
-            raise FileNotFoundError(
-                f"{ref}: not a run directory (no {SPEC_FILE}), not a W&B run folder (no {WANDB_RUN_FILES}), "
-                "and not mlflow:<run_id>"
-            )
-    return {k: v for k, v in resolved.items() if k not in RUN_IDENTITY_FIELDS}
+    if is_run_directory(Path(ref)):
+        return spec_fields(read_resolved(Path(ref)))
+    tracker_class, reference = store_reader(ref)
+    return spec_fields(tracker_class.fetch_resolved_spec(reference, store))
 
 
-def _from_mlflow(run_id: str, tracking_uri: str | None) -> dict[str, Any]:
-    """Through the MLflow tracker plugin: the core never imports mlflow itself."""
-    from emergence import registry
-
-    return registry.trackers.get("mlflow").fetch_resolved_spec(run_id, tracking_uri)
-
-
-def _from_wandb(ref: str) -> dict[str, Any]:
-    """Through the W&B tracker plugin, which reads the run's record log: the core never imports wandb."""
-    from emergence import registry
-
-    return registry.trackers.get("wandb").fetch_resolved_spec(ref)
+def spec_of_result(run: RunResult, store: str | None = None) -> dict[str, Any]:
+    """The spec that made a run found by ``emergence.load_run`` or ``load_runs``: from its directory, else
+    from the store it was read from."""
+    if run.directory is not None:
+        return spec_of_run(str(run.directory))
+    if run.ref is None or run.source is None:
+        raise LookupError(f"run {run.run_key}: its tracker gave no reference to fetch its spec by")
+    tracker_class, location = store_reader(run.source)
+    return spec_fields(tracker_class.fetch_resolved_spec(run.ref, store or location))
 
 
 def write_fetched_spec(spec: dict[str, Any], ref: str) -> Path:

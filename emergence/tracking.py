@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from emergence import registry
+from emergence.record import JournalContents
+from emergence.rundir import resolved_config
+from emergence.spec.grid import RunSpec
+from emergence.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +60,236 @@ class Tracker(Protocol):
 @dataclass(frozen=True)
 class SweepSummary:
     """What a sweep's parent tracker run shows once the sweep is over: its summary values (flat keys),
-    its tables (name -> columns, rows) and the report files, all from ``directory``.
-
-    A tracker class takes part in sweeps by offering two class methods, both optional together:
-    ``prepare_sweep(options, sweep_key, name, run_keys)`` before any run starts (make the parent run once,
-    so parallel runs find it instead of racing to create it) and ``finish_sweep(options, sweep_key, status,
-    summary)`` after the last run, ``summary`` a ``SweepSummary`` or None when it could not be made.
-    """
+    its tables (name -> columns, rows) and the report files, all from ``directory``."""
 
     directory: Path
     values: dict[str, float]
     tables: dict[str, tuple[list[str], list[list[Any]]]]
     files: list[Path]
+
+
+# -- optional capabilities of a tracker class ----------------------------------------------------------
+# The core asks a tracker class what it can do (``isinstance(tracker_class, SweepParent)``), never which
+# system it is. Each capability is a set of class methods: they act on the tracker's store, not on one run.
+
+
+@runtime_checkable
+class SweepParent(Protocol):
+    """Shows a sweep as one parent run with its runs under it."""
+
+    @classmethod
+    def prepare_sweep(cls, options: Mapping[str, Any], sweep_key: str, name: str, run_keys: Sequence[str]) -> None:
+        """Before any run starts: make the parent run once, so that runs in parallel find it instead of
+        racing to create it (``options``: the tracker's entry of the spec's ``tracking`` list)."""
+
+    @classmethod
+    def finish_sweep(
+        cls, options: Mapping[str, Any], sweep_key: str, status: str, summary: SweepSummary | None = None
+    ) -> None:
+        """After the last run: the parent shows ``summary`` (None when it could not be made) and ends."""
+
+
+@runtime_checkable
+class ForgetsRuns(Protocol):
+    """Deletes its runs of the given run keys, so that ``emergence run --force`` reruns log into fresh runs."""
+
+    @classmethod
+    def forget_runs(cls, options: Mapping[str, Any], run_keys: Sequence[str]) -> None: ...
+
+
+@runtime_checkable
+class RunReader(Protocol):
+    """Reads emergence runs back out of the tracker's store: ``emergence compare``, ``emergence.load_runs``
+    and ``emergence run --from-run`` use it.
+
+    A reference that names the tracker (``<backend>:<rest>``, e.g. ``mlflow:sqlite:///mlflow.db``) goes
+    to it with ``<rest>`` (:func:`named_reader`); any other reference that is not a run directory goes to
+    the first reader whose :meth:`claims` accepts it (:func:`claiming_reader`).
+    """
+
+    @classmethod
+    def claims(cls, source: str) -> bool:
+        """Whether ``source`` names runs in a store of this tracker (a tracking URI, a run folder ...)."""
+
+    @classmethod
+    def read_runs(cls, source: str, experiment: str | None = None) -> list[dict[str, Any]]:
+        """One record per emergence run at ``source`` (sweep parents left out), with the keys of
+        ``RUN_RECORD_FIELDS``; ``experiment`` narrows a store that holds several (its default otherwise).
+        Raises ``LookupError`` when ``source`` holds no such runs."""
+
+    @classmethod
+    def fetch_resolved_spec(cls, ref: str, store: str | None = None) -> dict[str, Any]:
+        """The resolved spec of one run (as ``spec.resolved.yaml`` holds it); ``store`` locates a
+        reference that does not say where it lives (an MLflow run id). Raises ``LookupError``."""
+
+
+# What a RunReader returns for each run: what `emergence compare` prints. A record may also hold "ref": the
+# run as `fetch_resolved_spec` takes it from the same store (an MLflow run id), so a run found by
+# `emergence.load_runs` can be run again (`emergence.spec_of`).
+RUN_RECORD_FIELDS = (
+    "run_key", "spec", "task", "level", "n_layers", "d_model", "n_params", "seed", "state", "emergence_step", "tags", "verdicts",
+)
+RUN_RECORD_REF = "ref"
+
+
+def tracker_classes_with(capability: type, tracking: Sequence[Mapping[str, Any]]) -> list[tuple[Any, dict[str, Any]]]:
+    """The tracker classes of a spec's ``tracking`` entries that have ``capability``, each with its entry."""
+    found = []
+    for options in tracking:
+        try:
+            tracker_class = registry.trackers.get(options["backend"])
+        except Exception:  # noqa: BLE001 - the run itself reports a tracker it cannot build
+            continue
+        if isinstance(tracker_class, capability):
+            found.append((tracker_class, dict(options)))
+    return found
+
+
+def run_readers() -> dict[str, Any]:
+    """Every registered tracker class that can read runs back, by backend name."""
+    readers = {}
+    for name in registry.trackers.names():
+        try:
+            tracker_class = registry.trackers.get(name)
+        except Exception:  # noqa: BLE001 - a broken plugin should not hide the others
+            continue
+        if isinstance(tracker_class, RunReader):
+            readers[name] = tracker_class
+    return readers
+
+
+def named_reader(source: str) -> tuple[Any, str] | None:
+    """For ``<backend>:<rest>`` naming a registered tracker: its class (which must be a RunReader) and
+    ``<rest>``; None when ``source`` names no tracker."""
+    backend, sep, rest = source.partition(":")
+    if not sep or backend not in registry.trackers:
+        return None
+    tracker_class = registry.trackers.get(backend)
+    if not isinstance(tracker_class, RunReader):
+        raise LookupError(f"{source}: tracker {backend!r} cannot read runs back (it has no read_runs / fetch_resolved_spec)")
+    return tracker_class, rest
+
+
+def claiming_reader(source: str) -> Any | None:
+    """The first tracker class that can read runs back and claims ``source`` as one of its stores."""
+    for tracker_class in run_readers().values():
+        if tracker_class.claims(source):
+            return tracker_class
+    return None
+
+
+def store_reader(source: str) -> tuple[Any, str]:
+    """The tracker class that reads the runs ``source`` names (by name, else by claim) and the location or
+    reference to hand it. Raises ``FileNotFoundError`` naming the trackers that can read runs back."""
+    named = named_reader(source)
+    if named is not None:
+        return named
+    tracker_class = claiming_reader(source)
+    if tracker_class is None:
+        readers = ", ".join(sorted(run_readers())) or "none installed"
+        raise FileNotFoundError(
+            f"{source}: not a run directory, not a folder of runs, and no tracker that reads runs back takes it "
+            f"(trackers that can: {readers}; name one as <tracker>:{source})"
+        )
+    return tracker_class, source
+
+
+# -- what trackers are told about a run ----------------------------------------------------------------
+
+SWEEP_TAG = "emergence.sweep"  # the sweep key, on every run of a grid; MLflow nests them under one parent
+
+
+def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, path + "."))
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            for i, item in enumerate(value):
+                flat.update(flatten(item, f"{path}.{i}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent, check=True
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@dataclass(frozen=True)
+class TrackerStart:
+    """What every tracker is told when a run starts, or when a journal is replayed into it later."""
+
+    run_key: str
+    name: str
+    group: str
+    tags: dict[str, str]
+    config: dict[str, Any]
+    params: dict[str, Any]
+
+    @property
+    def arguments(self) -> tuple[str, str, str, dict[str, str], dict[str, Any]]:
+        return self.run_key, self.name, self.group, self.tags, self.config
+
+    @classmethod
+    def of(cls, run_spec: RunSpec, device: str, n_params: int) -> TrackerStart:
+        spec = run_spec.spec
+        tags = {
+            "emergence.spec": spec.name,
+            "emergence.task": spec.task.name,
+            "emergence.level": str(spec.task.level),
+            "emergence.version": __version__,
+        }
+        if commit := git_commit():
+            tags["emergence.git_commit"] = commit
+        if run_spec.sweep_key:
+            tags[SWEEP_TAG] = run_spec.sweep_key
+        tags.update({k: v for tracking in spec.tracking for k, v in tracking.tags.items()})
+        config = resolved_config(run_spec)
+        params = flatten({k: v for k, v in config.items() if k not in ("tracking", "execution", "grid")})
+        params.update({"run.device": device, "run.n_params": n_params})
+        return cls(run_spec.run_key, run_spec.display_name, spec.name, tags, config, params)
+
+
+def tracker_summary(analysis: dict[str, Any]) -> dict[str, Any]:
+    """The run summary trackers show: emergence steps, verdict counts, feature verdicts, top-down rho."""
+    verdicts = analysis["verdicts"]
+    summary: dict[str, Any] = {}
+    for event in analysis["events"]:
+        summary[f"emergence_step/{sanitize_key(event['metric'])}"] = event["step"] if event["step"] is not None else -1
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
+    summary.update({f"verdicts/{k}": n for k, n in counts.items()})
+    for v in analysis["feature_verdicts"]:
+        # One event per run in the common case; with per-level events the last one wins in the summary.
+        prefix = f"feature_verdict/{sanitize_key(v['feature'])}"
+        summary[f"{prefix}/verdict"] = v["verdict"]
+        summary[f"{prefix}/lead_steps"] = v["lead_steps"] if v["lead_steps"] is not None else "none"
+        if v["ablation_drop"] is not None:
+            summary[f"{prefix}/ablation_drop"] = v["ablation_drop"]
+    for family in analysis["top_down"]:
+        if family["spearman_rho"] is not None:
+            summary[f"top_down_rho/{family['family']}"] = family["spearman_rho"]
+    return summary
+
+
+def replay_journal(tracker: Tracker, start: TrackerStart, journal: JournalContents) -> None:
+    """Start (or reattach) ``tracker`` and send it every param, value and table in ``journal``: how a
+    tracker that fell behind catches up, during the run or later (``emergence sync``)."""
+    tracker.start(*start.arguments)
+    tracker.log_params(start.params)
+    for step, values in journal.values:
+        tracker.log_metrics(values, step)
+    for table in journal.tables:
+        tracker.log_table(table["table"], table["columns"], table["rows"], table.get("step"))
 
 
 def build_trackers(tracking: Sequence[Mapping[str, Any]], run_dir: Path) -> tuple[list[tuple[str, Tracker]], dict[str, str]]:

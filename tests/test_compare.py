@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from emergence.cli import app
-from emergence.compare import RunRow, render, select
-from emergence.run import run_one
+from emergence.compare import render, select
+from emergence.rundir import RunResult
+from emergence.runner import run_one
 from emergence.spec import resolve
 
 
@@ -68,8 +69,8 @@ def test_filters_and_errors(two_seed_sweep):
     assert runner.invoke(app, ["compare", str(runs_dir), "--tag", "novalue"]).exit_code == 2
 
 
-def row(run_key: str, seed: int, tags: dict[str, str], verdicts: list[dict]) -> RunRow:
-    return RunRow(run_key, "s", "t", 1, 2, 64, 100, seed, "completed", 800, tags=tags, verdicts=verdicts)
+def row(run_key: str, seed: int, tags: dict[str, str], verdicts: list[dict]) -> RunResult:
+    return RunResult(run_key, "s", "t", 1, 2, 64, 100, seed, "completed", 800, tags=tags, verdicts=verdicts)
 
 
 def test_select_by_tag_and_verdict_cells():

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 
 from emergence.analysis.sweep import SweepEntry, summarize_sweep
-from emergence.plots import geometry_families, plot_filename
-from emergence.record import Journal, write_status
-from emergence.report import write_report
-from emergence.sweep_report import (
+from emergence.record import Journal
+from emergence.reports import write_report
+from emergence.reports.plots import geometry_families, plot_filename
+from emergence.reports.sweep_page import (
     is_sweep_directory,
     load_sweep,
     rewrite_sweep_report,
     write_sweep_report,
 )
+from emergence.rundir import write_status
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STEPS = list(range(0, 1001, 50))

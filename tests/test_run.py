@@ -8,8 +8,9 @@ import pytest
 import torch
 import yaml
 
-from emergence.record import read_journal, read_status
-from emergence.run import run_directory, run_one
+from emergence.record import read_journal
+from emergence.rundir import read_status, run_directory
+from emergence.runner import run_one
 from emergence.spec import resolve
 from emergence.train import latest_checkpoint, load_checkpoint
 
@@ -131,9 +132,9 @@ def test_a_run_directory_held_by_another_process_is_not_run_twice(tiny_raw, writ
     """A second sweep over a run that another process is still writing waits, then reports it unfinished."""
     import fcntl
 
-    import emergence.run
+    import emergence.rundir
 
-    monkeypatch.setattr(emergence.run, "LOCK_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(emergence.rundir, "LOCK_WAIT_SECONDS", 0.5)
     (run_spec,) = resolve(str(write_spec(tiny_raw)))
     run_dir = run_directory(run_spec)
     run_dir.mkdir(parents=True)

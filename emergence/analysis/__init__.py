@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from emergence.analysis.collapse import Collapse, collapse_of, top_down
 from emergence.analysis.events import emergence_step, threshold_value
@@ -25,7 +24,8 @@ from emergence.analysis.precursor import (
     verdict_for,
     xcorr_lag_steps,
 )
-from emergence.record import ANALYSIS_FILE, SPEC_FILE, VERDICTS_FILE, JournalContents, read_journal
+from emergence.record import JournalContents, read_journal
+from emergence.rundir import ANALYSIS_FILE, VERDICTS_FILE, read_run_spec
 from emergence.spec.schema import AnalysisSpec, Spec
 
 PER_LAYER_KEY = re.compile(r"^(?P<family>geometry/[^/]+/[^/]+)/L(?P<layer>\d+)$")
@@ -177,8 +177,7 @@ def chance_of(spec: Spec) -> tuple[float, dict[int, float]]:
 
 def reanalyze(run_dir: Path) -> dict[str, Any]:
     """Analyse a finished or interrupted run again from its journal and resolved spec; rewrite its files."""
-    resolved = yaml.safe_load((Path(run_dir) / SPEC_FILE).read_text(encoding="utf-8"))
-    spec = Spec.model_validate({k: v for k, v in resolved.items() if k in Spec.model_fields})
+    spec = read_run_spec(run_dir).spec
     chance, level_chance = chance_of(spec)
     analysis = analyze(read_journal(run_dir), spec.analysis, chance, spec.schedule.every, level_chance)
     write_analysis(run_dir, analysis)

@@ -9,7 +9,6 @@ finished.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter, defaultdict
@@ -21,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.stats import kendalltau
 
-from emergence.record import ANALYSIS_FILE, read_status
+from emergence.numbers import finite_number, is_finite_number, json_safe
+from emergence.rundir import read_analysis, read_status
 
 if TYPE_CHECKING:
-    from emergence.run import RunOutcome
+    from emergence.rundir import RunOutcome
     from emergence.spec.grid import RunSpec
     from emergence.spec.schema import ModelSpec
 
@@ -125,7 +125,7 @@ def entries_from_run_directories(sweep_dir: Path, summary: Mapping[str, Any]) ->
     for row in summary.get("runs") or []:
         run_dir = runs_root / str(row["run_key"])
         status = read_status(run_dir) if run_dir.is_dir() else None
-        analysis = _read_analysis(run_dir)
+        analysis = read_analysis(run_dir)
         state, reason = (status.get("state"), status.get("reason")) if status else (row.get("state"), row.get("reason"))
         if not run_dir.is_dir():
             reason = f"run directory {run_dir} is gone; last known: {row.get('reason') or row.get('state')}"
@@ -147,15 +147,6 @@ def entries_from_run_directories(sweep_dir: Path, summary: Mapping[str, Any]) ->
             )
         )
     return entries
-
-
-def _read_analysis(run_dir: Path) -> dict[str, Any]:
-    """``analysis.json`` of a run, or ``{}`` when there is none (the run is then not analysed)."""
-    try:
-        analysis = json.loads((run_dir / ANALYSIS_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return analysis if isinstance(analysis, dict) else {}
 
 
 # --- the summary ---------------------------------------------------------------------------------
@@ -390,7 +381,7 @@ def run_floors(analysis: Mapping[str, Any]) -> dict[str, float]:
     floors: dict[str, float] = {}
     deepest: dict[str, tuple[int, float]] = {}
     for row in analysis.get("collapse") or []:
-        if not isinstance(row, dict) or not _finite(row.get("floor")):
+        if not isinstance(row, dict) or not is_finite_number(row.get("floor")):
             continue
         signal, floor = str(row.get("signal")), float(row["floor"])
         floors[signal] = floor
@@ -434,7 +425,7 @@ def onset_items(entries: Sequence[SweepEntry]) -> list[dict[str, Any]]:
     for entry in entries:
         for verdict in signal_verdicts(entry.analysis):
             onset, event = verdict.get("onset_step"), verdict.get("event_step")
-            if not (_finite(onset) and _finite(event)):
+            if not (is_finite_number(onset) and is_finite_number(event)):
                 continue
             signal = str(verdict.get("signal"))
             items.append(
@@ -530,35 +521,11 @@ def kendall(
         return None, None
     if not restricted:
         result = kendalltau(onsets, events)
-        return _finite_or_none(result.statistic), _finite_or_none(result.pvalue)
+        return finite_number(result.statistic), finite_number(result.pvalue)
     denominator = math.sqrt((pairs["pairs"] - pairs["tied_onset"]) * (pairs["pairs"] - pairs["tied_event"]))
     if denominator == 0:
         return None, None
     return (pairs["concordant"] - pairs["discordant"]) / denominator, None
-
-
-# --- JSON ----------------------------------------------------------------------------------------
-
-
-def json_safe(value: Any) -> Any:
-    """numpy scalars to Python numbers, NaN and infinities to ``None``, tuples to lists, recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _finite_or_none(value: Any) -> float | None:
-    return float(value) if _finite(float(value)) else None
 
 
 __all__ = [

@@ -1,6 +1,6 @@
-"""Measures. Built-ins register on import; plugins through the ``emergence.measures`` entry point group."""
+"""Measures. Built-ins are declared in ``builtin.py`` and imported when a run builds them; plugins come through
+the ``emergence.measures`` entry point group. Importing this package imports no torch."""
 
-from emergence.measures import ablation, curvature, geometry, gradients, llc, probes, spectral  # noqa: F401  (registers the built-ins)
-from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup
+from emergence.measures.base import Measure, MeasureContext, MeasureDeclaration, MeasureOptions, MeasureSetup
 
-__all__ = ["Measure", "MeasureContext", "MeasureOptions", "MeasureSetup"]
+__all__ = ["Measure", "MeasureContext", "MeasureDeclaration", "MeasureOptions", "MeasureSetup"]

@@ -14,19 +14,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, PositiveInt, field_validator
 from scipy.stats import bootstrap
 
-from emergence import registry
 from emergence.measures.base import MeasureContext, MeasureOptions, MeasureSetup
 from emergence.measures.behavior import answer_statistics
+from emergence.measures.builtin import AblationOptions  # noqa: F401  (its options, importable beside it)
 from emergence.measures.probes import (
     ProbeFitting,
-    ProbeOptions,
     ProbeResult,
     best_per_cell,
     family_of,
@@ -39,21 +37,6 @@ ABLATION_TABLE_COLUMNS = [
     "control", "control_lo", "control_hi", "drop", "relative_drop", "control_drop",
 ]
 SITE_TABLE_COLUMNS = ["family", "feature", "position", "layer", "probe_accuracy"]
-
-
-class AblationOptions(ProbeOptions):
-    features: list[str] = Field(..., min_length=1, description="binary feature families (carry, queue) or components to ablate")  # type: ignore[assignment]
-    at: Literal["end", "schedule"] = Field("end", description="end: once, at the last step; schedule: at every call")
-    n_controls: PositiveInt = Field(5, description="random-direction control draws")
-    n_bootstrap: PositiveInt = 1000
-    confidence: float = Field(0.95, gt=0, lt=1)
-
-    @field_validator("features")
-    @classmethod
-    def _distinct(cls, features: list[str]) -> list[str]:
-        if len(set(features)) != len(features):
-            raise ValueError(f"features repeat: {features}")
-        return features
 
 
 @dataclass(frozen=True)
@@ -133,15 +116,7 @@ def mean_with_interval(values: np.ndarray, n_resamples: int, confidence: float, 
     return mean, float(interval.low), float(interval.high)
 
 
-@registry.measures.register("ablation")
-class Ablation(ProbeFitting):
-    """Exact match with each feature's probe directions removed, against random-direction controls."""
-
-    name = "ablation"
-    cost = "expensive"
-    default_every = None
-    Options: ClassVar[type[MeasureOptions]] = AblationOptions
-
+class Ablation(ProbeFitting, declared="ablation"):
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
         not_binary = sorted({f for f, kind in self.probe_set.kinds.items() if kind != "binary"})

@@ -1,17 +1,25 @@
-"""The Measure contract: declare what you need, return a flat dict of floats."""
+"""The Measure contract: declare what you need, return a flat dict of floats.
+
+Light to import (no torch): the spec validates a measure's ``Options`` and ``emergence ls`` lists measures
+through this module and ``builtin.py`` alone.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict
 
-from emergence.capture import CaptureRequest
-from emergence.tasks.base import Split, TaskData
+from emergence import registry
+
+if TYPE_CHECKING:
+    import torch
+
+    from emergence.capture import CaptureRequest
+    from emergence.tasks.base import Split, TaskData
 
 Cost = Literal["cheap", "moderate", "expensive"]
 
@@ -20,6 +28,23 @@ class MeasureOptions(BaseModel):
     """A measure's own spec fields; unknown ones are errors, like everywhere in a spec."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class MeasureDeclaration:
+    """A built-in measure as the registry knows it before its module is imported (``builtin.py``).
+
+    The class at ``implementation`` takes ``name``, ``Options``, ``cost`` and ``default_every`` from here
+    (``class RankMe(GeometryMeasure, declared="rankme")``), so each is written once. ``Options``, ``cost`` and
+    ``default_every`` have the names they have on a :class:`Measure`: whoever only reads them takes either.
+    """
+
+    name: str
+    implementation: str  # "module:Class"
+    Options: type[MeasureOptions]
+    cost: Cost
+    default_every: int | None  # None: measured on the spec's schedule
+    summary: str  # one line, for `emergence ls measures`
 
 
 @dataclass
@@ -56,6 +81,8 @@ def fixed_train_subset(train: Split, n_examples: int, seed: int) -> Split:
     """The first ``n_examples`` of a permutation drawn once from the run seed: the same examples at every
     step, so a change over training is a change of the model and not of the data. The LLC's calibration
     draws the same subset from a checkpoint's spec."""
+    import torch  # here, not at the top: this module is imported to validate specs
+
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     return train.subset(order[:n_examples])
 
@@ -65,6 +92,20 @@ class Measure(ABC):
     cost: ClassVar[Cost] = "cheap"
     default_every: ClassVar[int | None] = None  # None: measured on the spec's schedule
     Options: ClassVar[type[MeasureOptions]] = MeasureOptions
+
+    def __init_subclass__(cls, declared: str | None = None, **kwargs: Any) -> None:
+        """``declared="name"``: a built-in, whose name, options, cost and cadence are its declaration's."""
+        super().__init_subclass__(**kwargs)
+        if declared is None:
+            return
+        declaration = registry.measures.declared(declared)
+        where = f"{cls.__module__}:{cls.__qualname__}"
+        if not isinstance(declaration, MeasureDeclaration) or declaration.implementation != where:
+            raise TypeError(f"measure {declared!r} is declared as {getattr(declaration, 'implementation', declaration)}, not {where}")
+        cls.name = declaration.name
+        cls.Options = declaration.Options
+        cls.cost = declaration.cost
+        cls.default_every = declaration.default_every
 
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         self.options = options

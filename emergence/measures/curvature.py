@@ -14,13 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import Literal
 
 import torch
-from pydantic import Field
 from torch.func import functional_call
 
-from emergence import registry
 from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup, fixed_train_subset
 from emergence.measures.parameters import evaluation_mode, matches_prefix
 from emergence.train.loop import answer_loss
@@ -233,26 +231,7 @@ def measurement_generator(seed: int, step: int) -> torch.Generator:
 # -- measures ------------------------------------------------------------------------------------
 
 
-class CurvatureOptions(MeasureOptions):
-    batch_size: int = Field(256, gt=0, description="training examples in the fixed batch (all of them if fewer)")
-    parameters: Literal["all"] | Annotated[list[str], Field(min_length=1)] = Field(
-        "all", description="'all' or parameter-name prefixes, matched at '.' boundaries against any alias name"
-    )
-
-
-class HessianTopOptions(CurvatureOptions):
-    max_iterations: int = Field(20, gt=0, description="Lanczos steps (Hessian-vector products) at most")
-    tolerance: float = Field(1e-3, gt=0, description="stop once the estimated relative residual is below this")
-
-
-class HessianTraceOptions(CurvatureOptions):
-    n_probes: int = Field(20, ge=2, description="Rademacher probes; two at least, for a standard error")
-
-
 class CurvatureMeasure(Measure):
-    cost = "expensive"
-    default_every = 500
-
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
         batch = fixed_train_subset(setup.task.train, self.options.batch_size, setup.seed)
@@ -263,11 +242,7 @@ class CurvatureMeasure(Measure):
         return model_loss_hvp(model, self.tokens, self.target_mask, self.options.parameters)
 
 
-@registry.measures.register("hessian_top")
-class HessianTop(CurvatureMeasure):
-    name = "hessian_top"
-    Options: ClassVar[type[MeasureOptions]] = HessianTopOptions
-
+class HessianTop(CurvatureMeasure, declared="hessian_top"):
     def compute(self, context: MeasureContext) -> dict[str, float]:
         key = "curvature/hessian_top"
         with evaluation_mode(context.model):
@@ -281,11 +256,7 @@ class HessianTop(CurvatureMeasure):
         return {key: top.value, f"{key}/iterations": float(top.iterations), f"{key}/residual": top.residual}
 
 
-@registry.measures.register("hessian_trace")
-class HessianTrace(CurvatureMeasure):
-    name = "hessian_trace"
-    Options: ClassVar[type[MeasureOptions]] = HessianTraceOptions
-
+class HessianTrace(CurvatureMeasure, declared="hessian_trace"):
     def compute(self, context: MeasureContext) -> dict[str, float]:
         key = "curvature/hessian_trace"
         with evaluation_mode(context.model):

@@ -5,14 +5,12 @@ Definitions in METHODS.md. All three are computed in float64 from the float32 ca
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
-from pydantic import Field
 
-from emergence import registry
 from emergence.capture import CaptureRequest
-from emergence.measures.base import Measure, MeasureContext, MeasureOptions
+from emergence.measures.base import Measure, MeasureContext
 
 RANKME_EPSILON = 1e-7
 
@@ -42,16 +40,9 @@ def stable_rank(activations: np.ndarray) -> float:
     return float((singular_values**2).sum() / singular_values[0] ** 2) if singular_values[0] > 0 else 0.0
 
 
-class GeometryOptions(MeasureOptions):
-    sites: list[Literal["embed", "resid_pre", "resid_mid", "resid_post"]] = Field(default_factory=lambda: ["resid_post"])
-    layers: Literal["all"] | list[int] = "all"
-    position: Literal["last_input", "answer", "mean"] = Field(
-        "last_input", description="answer: one value per answer position, keys end in /P{j}"
-    )
-
-
 class GeometryMeasure(Measure):
-    Options: ClassVar[type[MeasureOptions]] = GeometryOptions
+    """What the three share: one statistic over the sites, layers and positions of ``GeometryOptions`` (``builtin.py``)."""
+
     statistic: ClassVar[staticmethod]
 
     def _layers(self) -> list[int]:
@@ -83,19 +74,13 @@ class GeometryMeasure(Measure):
         return values
 
 
-@registry.measures.register("rankme")
-class RankMe(GeometryMeasure):
-    name = "rankme"
+class RankMe(GeometryMeasure, declared="rankme"):
     statistic = staticmethod(rankme)
 
 
-@registry.measures.register("participation_ratio")
-class ParticipationRatio(GeometryMeasure):
-    name = "participation_ratio"
+class ParticipationRatio(GeometryMeasure, declared="participation_ratio"):
     statistic = staticmethod(participation_ratio)
 
 
-@registry.measures.register("stable_rank")
-class StableRank(GeometryMeasure):
-    name = "stable_rank"
+class StableRank(GeometryMeasure, declared="stable_rank"):
     statistic = staticmethod(stable_rank)

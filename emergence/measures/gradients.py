@@ -23,9 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
-from pydantic import Field, PositiveInt
 
-from emergence import registry
 from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup
 from emergence.measures.geometry import rankme
 from emergence.measures.parameters import evaluation_mode, matches_prefix, readable_name
@@ -179,21 +177,7 @@ def model_gradients(
 # -- measures ------------------------------------------------------------------------------------
 
 
-class GradientOptions(MeasureOptions):
-    n_examples: PositiveInt | None = Field(None, description="diagnostic examples used; null = all of them")
-    chunk_size: PositiveInt = Field(32, description="examples per vmap call: bounds activation memory")
-
-
-class GradCovOptions(GradientOptions):
-    parameters: Literal["first"] | list[str] = Field(
-        "first", description="first: the first max_parameters scalars in named_parameters() order; or parameter-name prefixes"
-    )
-    max_parameters: PositiveInt | None = Field(50_000, description="at most this many scalars, in order; null = no cap")
-
-
 class GradientMeasure(Measure):
-    cost = "moderate"
-    default_every = 100
     family: ClassVar[str] = "gradient"
 
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
@@ -215,30 +199,16 @@ class GradientMeasure(Measure):
         return {key: rankme_of_gram(gram, n_parameters), f"{key}/trace": float(np.trace(gram))}
 
 
-@registry.measures.register("fisher_rank")
-class FisherRank(GradientMeasure):
-    """RankMe of sqrt eig(g g^T / n), g the per-example answer log-likelihood gradients (all parameters).
-
-    ``/trace`` is tr G, the mean squared per-example gradient norm: the scale RankMe divides out.
-    """
-
-    name = "fisher_rank"
-    Options: ClassVar[type[MeasureOptions]] = GradientOptions
+class FisherRank(GradientMeasure, declared="fisher_rank"):
+    """``/trace`` is tr G, the mean squared per-example gradient norm: the scale RankMe divides out."""
 
     def compute(self, context: MeasureContext) -> dict[str, float]:
         gradients = model_gradients(context.model, self.examples, None, self.options.chunk_size)
         return self._values(gradient_gram(gradients, centre=False), gradients.shape[1])
 
 
-@registry.measures.register("grad_cov_rank")
-class GradCovRank(GradientMeasure):
-    """The same on gradients centred over examples, restricted to a parameter subset.
-
-    ``/trace`` is the total variance of the per-example gradients; ``/n_parameters`` the subset's size.
-    """
-
-    name = "grad_cov_rank"
-    Options: ClassVar[type[MeasureOptions]] = GradCovOptions
+class GradCovRank(GradientMeasure, declared="grad_cov_rank"):
+    """``/trace`` is the total variance of the per-example gradients; ``/n_parameters`` the subset's size."""
 
     def compute(self, context: MeasureContext) -> dict[str, float]:
         named_shapes = [(name, p.numel()) for name, p in context.model.named_parameters()]

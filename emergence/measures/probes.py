@@ -21,19 +21,18 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, PositiveInt
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 
-from emergence import registry
 from emergence.capture import CaptureRequest, capture
 from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup
+from emergence.measures.builtin import ProbeOptions
 from emergence.tasks.base import NO_LABEL, Split
 
 log = logging.getLogger(__name__)
@@ -43,19 +42,6 @@ MIN_HELD_OUT = 10  # a (feature, position) with fewer labelled held-out examples
 PROBE_TABLE_COLUMNS = [
     "feature", "family", "layer", "position", "kind", "n_fit", "n_held_out", "accuracy", "log_loss", "r2", "baseline_accuracy",
 ]
-
-
-class ProbeOptions(MeasureOptions):
-    features: list[str] | None = Field(
-        None, description="feature families (carry, queue) or single components (queue/A); null: every feature of the task"
-    )
-    site: Literal["resid_pre", "resid_mid", "resid_post"] = "resid_post"
-    layers: Literal["all"] | list[int] = "all"
-    fit_size: PositiveInt = Field(2000, description="fresh examples the probes are fitted on")
-    held_out_size: PositiveInt = Field(500, description="fresh examples the probes are scored on")
-    C: float = Field(100.0, gt=0, description="inverse L2 strength of the logistic regression (the study's C = 100)")
-    max_iter: PositiveInt = 200
-    max_classes: PositiveInt = Field(32, description="labels with more distinct values are probed by linear regression")
 
 
 @dataclass
@@ -242,8 +228,6 @@ def family_summary(results: Sequence[ProbeResult]) -> dict[str, dict[str, float]
 class ProbeFitting(Measure):
     """What the probe and ablation measures share: the fresh probe set, built once, and the layer list."""
 
-    Options: ClassVar[type[MeasureOptions]] = ProbeOptions
-
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
         self.probe_set = build_probe_set(setup, self.options)
@@ -254,14 +238,7 @@ class ProbeFitting(Measure):
         return list(range(self.setup.n_layers)) if layers == "all" else list(layers)
 
 
-@registry.measures.register("probe")
-class Probe(ProbeFitting):
-    """Linear probes for the task's features per layer and answer position, against the untrained model."""
-
-    name = "probe"
-    cost = "moderate"
-    default_every = 100
-
+class Probe(ProbeFitting, declared="probe"):
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
         self.baseline: dict[tuple[str, int, int], float] | None = None

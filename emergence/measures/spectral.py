@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, PositiveInt, model_validator
 
-from emergence import registry
 from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup
+from emergence.measures.builtin import AUTO_PROJECTION_MIN_PARAMETERS
 from emergence.measures.parameters import matches_prefix, readable_name
 
-# "auto" projects only above this many selected parameters: below it W * P float32 deltas are <= 80 MB
-# at W = 10 and the exact Gram costs a few W * P multiply-adds, so projecting would only add error.
-AUTO_PROJECTION_MIN_PARAMETERS = 2_000_000
 # The projection matrix is generated in fixed blocks of rows, each from its own seed, so holding it and
 # streaming it give the same matrix, and a resumed run regenerates it exactly.
 PROJECTION_CHUNK_ROWS = 65_536
@@ -188,41 +184,13 @@ def is_attention_weight(name: str, parameter: torch.Tensor) -> bool:
     return "attn" in readable_name(name).split(".") and parameter.ndim >= 2
 
 
-class SpectralEdgeOptions(MeasureOptions):
-    parameters: Literal["all", "attention"] | list[str] = Field(
-        "all", description="all; attention (attention weight matrices only); or a list of name prefixes"
-    )
-    window: int = Field(10, ge=3, description="W: update vectors in the window (>= 3 for sigma2/sigma3)")
-    projection_dim: Literal["auto"] | PositiveInt | None = Field(
-        None, description=f"null: exact; int: Gaussian projection to d dims; auto: 10 * W when P > {AUTO_PROJECTION_MIN_PARAMETERS}"
-    )
-    adiabatic_transition_at: float = Field(0.5, gt=0, description="A below this: band 0 (plateau-like)")
-    adiabatic_unstable_at: float = Field(2.0, gt=0, description="A above this: band 2 (unstable)")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SpectralEdgeOptions:
-        if self.adiabatic_transition_at >= self.adiabatic_unstable_at:
-            raise ValueError("adiabatic_transition_at must be below adiabatic_unstable_at")
-        if isinstance(self.parameters, list) and not self.parameters:
-            raise ValueError("parameters: give at least one prefix, or 'all'")
-        return self
-
-
-@registry.measures.register("spectral_edge")
-class SpectralEdge(Measure):
-    """Gap structure of the last W parameter updates; keys under ``spectral/``.
-
-    Deltas are between consecutive *calls* (so it runs on every schedule step: ``default_every = None``).
+class SpectralEdge(Measure, declared="spectral_edge"):
+    """Deltas are between consecutive *calls* (so it runs on every schedule step: ``default_every = None``).
     Nothing is logged (``{}``) until W deltas exist, i.e. for the first W calls; ``spectral/adiabatic``
     and ``spectral/adiabatic_band`` appear one call later, when G(t-1) is a full window too. A second
     call at the same step returns the same values without moving the window. A step earlier than the
     last one (a resume without ``load_state_dict``) starts the window afresh.
     """
-
-    name = "spectral_edge"
-    cost = "cheap"
-    default_every = None
-    Options: ClassVar[type[MeasureOptions]] = SpectralEdgeOptions
 
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)

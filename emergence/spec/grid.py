@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emergence.spec.identity import run_key, sweep_key
-from emergence.spec.load import SpecError, set_path, validate
+from emergence.spec.load import SpecError, SpecProblem, set_path, validate
 from emergence.spec.schema import Spec
 
 
@@ -33,7 +33,7 @@ def expand(raw: dict[str, Any], source: str) -> list[RunSpec]:
     grid = base.grid
     without_grid = {k: v for k, v in copy.deepcopy(raw).items() if k != "grid"}
     runs = []
-    problems: list[tuple[str, str]] = []
+    problems: list[SpecProblem] = []
     paths = list(grid)
     for values in itertools.product(*(grid[p] for p in paths)):
         point = dict(zip(paths, values, strict=True))
@@ -43,10 +43,10 @@ def expand(raw: dict[str, Any], source: str) -> list[RunSpec]:
                 set_path(point_raw, path.split("."), copy.deepcopy(value))
             spec = validate(point_raw, source)
         except KeyError as error:
-            problems.append((f"grid.{path}", str(error).strip("'\"")))
+            problems.append(SpecProblem(f"grid.{path}", str(error).strip("'\""), given=value))
             continue
         except SpecError as error:
-            problems += [(f"{p} (grid point {point})", m) for p, m in error.problems]
+            problems += [p.at(f"{p.path} (grid point {point})") for p in error.problems]
             continue
         runs.append(RunSpec(spec=spec, run_key=run_key(spec), source=source, grid_point=point))
     if problems:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,44 @@ from emergence.registry import did_you_mean
 from emergence.spec.schema import FieldError, MeasureOptionsError, Spec
 
 
-class SpecError(Exception):
-    """One or more problems with a spec, each pinned to a file and a dotted field path."""
+class _NotGiven:
+    """The given value of a problem that has none (a missing field, a file that is not there)."""
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+NOT_GIVEN: Any = _NotGiven()
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One problem with a spec: where (a dotted field path, "" for the file as a whole), what is wrong (the
+    line a person reads, which says what was given and what is allowed), and, for programs, the given value
+    and the allowed values when they are known."""
+
+    path: str
+    message: str
+    given: Any = NOT_GIVEN
+    allowed: tuple[str, ...] | None = None
+
+    def at(self, path: str) -> SpecProblem:
+        return SpecProblem(path, self.message, self.given, self.allowed)
+
+
+class SpecError(Exception):
+    """One or more problems with a spec, each pinned to a file and a dotted field path.
+
+    ``source`` is the file (or ``<dict>`` for a spec given as a mapping), ``problems`` the ``SpecProblem``s;
+    ``str(error)`` is what ``emergence validate`` prints, one ``error: FILE: PATH: MESSAGE`` line each."""
+
+    def __init__(self, source: str, problems: list[SpecProblem]) -> None:
         self.source = source
         self.problems = problems
         super().__init__(self.render())
 
     def render(self) -> str:
-        return "\n".join(f"error: {self.source}: {path or '(top level)'}: {message}" for path, message in self.problems)
+        return "\n".join(f"error: {self.source}: {p.path or '(top level)'}: {p.message}" for p in self.problems)
 
 
 def dotted(loc: tuple[Any, ...]) -> str:
@@ -38,15 +67,15 @@ def dotted(loc: tuple[Any, ...]) -> str:
 def read_yaml(path: Path) -> dict[str, Any]:
     source = str(path)
     if not path.exists():
-        raise SpecError(source, [("", "file not found")])
+        raise SpecError(source, [SpecProblem("", "file not found", given=source)])
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(source, [("", f"not valid YAML{where}: {getattr(error, 'problem', error)}")]) from None
+        raise SpecError(source, [SpecProblem("", f"not valid YAML{where}: {getattr(error, 'problem', error)}")]) from None
     if not isinstance(raw, dict):
-        raise SpecError(source, [("", f"a spec is a mapping of sections, given {type(raw).__name__}")])
+        raise SpecError(source, [SpecProblem("", f"a spec is a mapping of sections, given {type(raw).__name__}", given=raw)])
     return raw
 
 
@@ -89,7 +118,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
             parts, value = parse_override(text)
             set_path(result, parts, value)
         except (ValueError, KeyError) as error:
-            problems.append((text.split("=", 1)[0], str(error).strip("'\"")))
+            problems.append(SpecProblem(text.split("=", 1)[0], str(error).strip("'\""), given=text))
     if problems:
         raise SpecError(source, problems)
     return result
@@ -121,36 +150,40 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _describe(error: dict[str, Any]) -> list[tuple[str, str]]:
+def _describe(error: dict[str, Any]) -> list[SpecProblem]:
     loc, kind = tuple(error["loc"]), error["type"]
     context = error.get("ctx") or {}
     if kind == "value_error" and isinstance(context.get("error"), MeasureOptionsError):
         inner = context["error"]
-        return [(dotted(loc + tuple(sub["loc"])), _message(sub, inner.allowed_fields)) for sub in inner.errors]
+        return [_problem(loc + tuple(sub["loc"]), sub, inner.allowed_fields) for sub in inner.errors]
     if kind == "value_error" and isinstance(context.get("error"), FieldError):
         inner_error = context["error"]
-        return [(dotted(loc + tuple(inner_error.path.split("."))), str(inner_error))]
+        return [SpecProblem(dotted(loc + tuple(inner_error.path.split("."))), str(inner_error))]
     parent = _model_at(loc[:-1])
     allowed = sorted(parent.model_fields) if parent is not None else []
-    return [(dotted(loc), _message(error, allowed))]
+    return [_problem(loc, error, allowed)]
 
 
-def _message(error: dict[str, Any], allowed_fields: list[str]) -> str:
-    kind, given, loc = error["type"], error.get("input"), tuple(error["loc"])
+def _problem(loc: tuple[Any, ...], error: dict[str, Any], allowed_fields: list[str]) -> SpecProblem:
+    kind, given = error["type"], error.get("input", NOT_GIVEN)
     context = error.get("ctx") or {}
+    path = dotted(loc)
     if kind == "extra_forbidden":
-        name = str(loc[-1]) if loc else ""
-        return f"unknown field {name!r}{did_you_mean(name, allowed_fields)}; allowed: {', '.join(allowed_fields)}"
+        name = str(error["loc"][-1]) if error["loc"] else ""
+        message = f"unknown field {name!r}{did_you_mean(name, allowed_fields)}; allowed: {', '.join(allowed_fields)}"
+        return SpecProblem(path, message, name, tuple(allowed_fields))
     if kind == "missing":
-        return "required field is missing"
+        return SpecProblem(path, "required field is missing")
     if kind == "literal_error":
         expected = context.get("expected", "")
         choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",")]
-        return f"given {given!r}{did_you_mean(str(given), choices)}; allowed: {expected}"
+        return SpecProblem(path, f"given {given!r}{did_you_mean(str(given), choices)}; allowed: {expected}", given, tuple(choices))
     message = error["msg"].removeprefix("Value error, ")
+    allowed = getattr(context.get("error"), "allowed", None)  # an unknown name: what the registry offers
+    allowed = tuple(str(a) for a in allowed) if allowed else None
     if "given" in message or repr(given) in message:
-        return message
-    return f"{message} (given {given!r})"
+        return SpecProblem(path, message, given, allowed)
+    return SpecProblem(path, f"{message} (given {given!r})", given, allowed)
 
 
 def validate(raw: dict[str, Any], source: str) -> Spec:

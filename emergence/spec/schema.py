@@ -2,6 +2,8 @@
 
 A measure's own options (``sites``, ``layers``, ``features`` ...) are checked by that measure's
 ``Options`` model, looked up in the measure registry, so a plugin measure validates like a built-in.
+Validation imports no torch: a built-in measure's options come from its declaration (``registry.info``),
+task classes are torch-free, and a tracker or executor is checked by name without importing its plugin.
 """
 
 from __future__ import annotations
@@ -40,12 +42,18 @@ class FieldError(ValueError):
         super().__init__(message)
 
 
+class UnknownName(ValueError):
+    """A registry miss as a validator may raise it (only ValueError): the message lists the allowed names."""
+
+    def __init__(self, error: UnknownNameError) -> None:
+        self.allowed = error.allowed
+        super().__init__(str(error))
+
+
 def known_name(kind_registry: Registry, name: str) -> str:
-    """Validators may only raise ValueError, so turn a registry miss into one (it lists the allowed names)."""
-    try:
-        kind_registry.get(name)
-    except UnknownNameError as error:
-        raise ValueError(str(error)) from None
+    """``name`` if a built-in or an installed plugin provides it; no plugin is imported to find out."""
+    if name not in kind_registry:
+        raise UnknownName(UnknownNameError(kind_registry.kind, name, kind_registry.names()))
     return name
 
 
@@ -181,7 +189,7 @@ class MeasureSpec(BaseModel):
     def _check_options(self) -> MeasureSpec:
         if self.name not in registry.measures:
             return self  # the name's own error is already reported
-        options_model = registry.measures.get(self.name).Options
+        options_model = registry.measures.info(self.name).Options
         try:
             validated = options_model.model_validate(self.model_extra or {})
         except ValidationError as error:

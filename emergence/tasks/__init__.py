@@ -1,4 +1,10 @@
-"""Algorithmic tasks. Built-ins register on import; plugins through the ``emergence.tasks`` entry point group."""
+"""Algorithmic tasks. Built-ins register on import; plugins through the ``emergence.tasks`` entry point group.
+
+Importing this package imports no torch (spec validation and ``emergence ls tasks`` import it);
+``build_task``, which makes tensors, is imported from ``data.py`` on first use.
+"""
+
+from typing import Any
 
 from emergence.tasks import (  # noqa: F401  (importing a module registers its tasks)
     array_algorithms,
@@ -10,6 +16,14 @@ from emergence.tasks import (  # noqa: F401  (importing a module registers its t
     sequences,
 )
 from emergence.tasks.base import EOS, NO_LABEL, PAD, Example, Split, Task, TaskData, TaskInputError, Vocab
-from emergence.tasks.build import build_task
+
+
+def __getattr__(name: str) -> Any:
+    if name == "build_task":
+        from emergence.tasks.data import build_task
+
+        return build_task
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["EOS", "NO_LABEL", "PAD", "Example", "Split", "Task", "TaskData", "TaskInputError", "Vocab", "build_task"]

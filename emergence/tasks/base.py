@@ -11,17 +11,22 @@ Feature labels are integer classes (they may be negative: running sums are). A p
 read is ``None`` in an :class:`Example` and :data:`NO_LABEL` in a :class:`Split`. A task lists feature
 *families* in ``feature_names``; a family that is a vector per position (BFS queue membership of each
 node) is stored as one scalar feature per component, named ``family/component`` (``queue/A``).
+
+No torch is imported here or by the task classes (only a ``Split``'s methods use it), so a spec is
+validated and ``emergence ls tasks`` answers without it; ``data.py`` makes the tensors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
-import torch
-from jaxtyping import Bool, Int
+
+if TYPE_CHECKING:
+    import torch
+    from jaxtyping import Bool, Int
 
 PAD = "<PAD>"
 EOS = "<EOS>"
@@ -95,11 +100,15 @@ class Split:
     @property
     def target_mask(self) -> Bool[torch.Tensor, "n seq"]:
         """True at every sequence position whose token is an answer token (a training target)."""
+        import torch  # here, not at the top: see the module docstring
+
         positions = torch.arange(self.tokens.shape[1])
         start = self.prompt_len[:, None]
         return (positions >= start) & (positions < start + self.answer_len[:, None])
 
     def subset(self, index: torch.Tensor | np.ndarray) -> Split:
+        import torch
+
         index = torch.as_tensor(index, dtype=torch.long)
         return Split(
             tokens=self.tokens[index],

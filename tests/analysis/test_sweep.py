@@ -22,10 +22,10 @@ from emergence.analysis.sweep import (
     sweep_entries,
 )
 from emergence.orchestrate import execute
-from emergence.run import RunOutcome
+from emergence.reports.sweep_page import refresh_sweep_report
+from emergence.runner import RunOutcome
 from emergence.spec import resolve
 from emergence.spec.schema import ModelSpec
-from emergence.sweep_report import refresh_sweep_report
 
 EXACT = "behavior/test/exact_match"
 RANKME = "geometry/rankme/resid_post"

@@ -1,4 +1,5 @@
-"""The MLflow tracker against a real SQLite store and a real ``mlflow server``, read back with MlflowClient."""
+"""The MLflow tracker against a real SQLite store and a real ``mlflow server``, read back with MlflowClient
+and with the tracker's own RunReader capability (what ``emergence compare`` and ``--from-run`` use)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from emergence_mlflow import MlflowTracker
+from emergence_mlflow.store import CUSTOM_MODEL_DEVELOPMENT, EXPERIMENT_KIND_TAG
 from emergence_mlflow.tracker import FAIL_FAST_HTTP_SETTINGS, legal_name
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
@@ -20,7 +22,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
 from emergence import registry
-from emergence.tracking import TrackerFanout
+from emergence.tracking import (
+    RUN_RECORD_FIELDS,
+    ForgetsRuns,
+    RunReader,
+    SweepParent,
+    TrackerFanout,
+    run_readers,
+)
 
 if TYPE_CHECKING:
     from conftest import MlflowServer
@@ -65,6 +74,63 @@ def tracking_uri(request: pytest.FixtureRequest) -> str:
 
 def test_entry_point_finds_the_tracker() -> None:
     assert registry.trackers.get("mlflow") is MlflowTracker
+
+
+def test_the_tracker_offers_its_capabilities() -> None:
+    assert isinstance(MlflowTracker, RunReader)
+    assert isinstance(MlflowTracker, SweepParent)
+    assert isinstance(MlflowTracker, ForgetsRuns)
+
+
+def test_claims_tracking_uris_and_run_references_never_paths(tmp_path: Path) -> None:
+    for source in (
+        "sqlite:///mlflow.db",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "http://127.0.0.1:5000",
+        "https://mlflow.example.org",
+        "postgresql+psycopg2://user@db/mlflow",
+        "mysql://user@db/mlflow",
+        "file:///tmp/mlruns",
+        "databricks",
+        "databricks://profile",
+        "runs:/abc",
+    ):
+        assert MlflowTracker.claims(source), source
+    run_dir = tmp_path / "runs" / "tiny" / "284df4c97a16"  # a run directory without W&B files
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.resolved.yaml").write_text("name: tiny\n")
+    wandb_folder = tmp_path / "wandb" / "offline-run-20250101_120000-284df4c97a16"  # a W&B run folder
+    wandb_folder.mkdir(parents=True)
+    (wandb_folder / "run-284df4c97a16.wandb").write_bytes(b"")
+    for source in ("runs/tiny", "mlflow.db", "./mlflow.db", str(run_dir), str(wandb_folder), "C:\\runs", "s3://bucket/x"):
+        assert not MlflowTracker.claims(source), source
+
+
+def test_the_core_finds_the_tracker_as_a_run_reader() -> None:
+    assert run_readers()["mlflow"] is MlflowTracker
+
+
+def test_experiments_it_makes_or_joins_are_of_the_model_training_kind(sqlite_tracking_uri: str, tmp_path: Path) -> None:
+    """MLflow 3's UI files an experiment without ``mlflow.experimentKind`` under GenAI "Evaluations"."""
+    client = MlflowClient(sqlite_tracking_uri)
+    tracker = MlflowTracker(options(sqlite_tracking_uri, experiment="kind-new"), run_dir=tmp_path)
+    tracker.start(new_run_key(), "run", "group", {}, {})
+    tracker.finish("completed")
+    assert EXPERIMENT_KIND_TAG == "mlflow.experimentKind" and CUSTOM_MODEL_DEVELOPMENT == "custom_model_development"
+    assert client.get_experiment_by_name("kind-new").tags[EXPERIMENT_KIND_TAG] == CUSTOM_MODEL_DEVELOPMENT
+
+    client.create_experiment("kind-untagged")  # made before there was a kind, or by someone else
+    client.create_experiment("kind-chosen", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    for name in ("kind-untagged", "kind-chosen"):
+        joining = MlflowTracker(options(sqlite_tracking_uri, experiment=name), run_dir=tmp_path)
+        joining.start(new_run_key(), "run", "group", {}, {})
+        joining.finish("completed")
+    assert client.get_experiment_by_name("kind-untagged").tags[EXPERIMENT_KIND_TAG] == CUSTOM_MODEL_DEVELOPMENT
+    assert client.get_experiment_by_name("kind-chosen").tags[EXPERIMENT_KIND_TAG] == "genai_development"
+
+    # A sweep's parent is made before any run: its experiment is of the same kind.
+    MlflowTracker.prepare_sweep(options(sqlite_tracking_uri, experiment="kind-sweep"), "sweep0001", "tiny", ["a"])
+    assert client.get_experiment_by_name("kind-sweep").tags[EXPERIMENT_KIND_TAG] == CUSTOM_MODEL_DEVELOPMENT
 
 
 def test_every_method_reads_back(tracking_uri: str, tmp_path: Path) -> None:
@@ -419,3 +485,92 @@ def test_server_goes_away_mid_run_and_comes_back(mlflow_server: MlflowServer, tm
     client = MlflowClient(mlflow_server.uri)
     assert history(client, tracker.run_id, "behavior/loss") == [(step, 1.0 / (step + 1)) for step in range(6)]
     assert client.get_run(tracker.run_id).info.status == RunStatus.to_string(RunStatus.FINISHED)
+
+
+# -- reading runs back: the RunReader capability ---------------------------------------------------------
+
+
+def logged_run(tracking_uri: str, tmp_path: Path, experiment: str = "emergence-tests") -> tuple[MlflowTracker, str, dict[str, Any]]:
+    """A finished emergence run as the core logs one: params, verdict tables, summary, resolved spec."""
+    run_key = new_run_key()
+    config = {"run_key": run_key, "name": "addition", **CONFIG}
+    tracker = MlflowTracker(options(tracking_uri, experiment), run_dir=tmp_path)
+    tracker.start(run_key, "addition-2L", "addition", {"emergence.spec": "addition", "emergence.task": "addition"}, config)
+    tracker.log_params({"seed": 3, "task.name": "addition", "task.level": 2, "model.n_layers": 2, "model.d_model": 64, "run.n_params": 1234})
+    tracker.log_metrics({"behavior/loss": 0.5}, 40)
+    tracker.log_table("verdicts", ["kind", "signal", "verdict", "lead_steps"], [["signal", "llc/mean", "precursor", 120]])
+    tracker.log_table("feature_verdicts", ["kind", "feature", "verdict", "lead_steps"], [["feature", "carry", "quiet", math.nan]])
+    tracker.set_summary({"emergence_step/behavior/test/exact_match": 40, "verdicts/precursor": 1})
+    tracker.finish("completed")
+    return tracker, run_key, config
+
+
+def test_read_runs_gives_one_record_per_emergence_run(sqlite_tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tracker, run_key, _ = logged_run(sqlite_tracking_uri, tmp_path)
+    MlflowTracker.prepare_sweep(options(sqlite_tracking_uri), "sweep0001", "addition", [run_key])  # a parent: left out
+    (record,) = MlflowTracker.read_runs(sqlite_tracking_uri, "emergence-tests")
+    assert tuple(record) == (*RUN_RECORD_FIELDS, "ref")
+    assert record["ref"] == tracker.run_id and MlflowTracker.fetch_resolved_spec(record["ref"], sqlite_tracking_uri)["name"] == "addition"
+    assert {key: value for key, value in record.items() if key not in ("tags", "ref")} == {
+        "run_key": run_key,
+        "spec": "addition",
+        "task": "addition",
+        "level": "2",
+        "n_layers": "2",
+        "d_model": "64",
+        "n_params": "1234",
+        "seed": "3",
+        "state": "FINISHED",
+        "emergence_step": 40,
+        "verdicts": [
+            {"kind": "signal", "signal": "llc/mean", "verdict": "precursor", "lead_steps": 120},
+            {"kind": "feature", "feature": "carry", "verdict": "quiet", "lead_steps": None},
+        ],
+    }
+    assert record["tags"]["emergence.run_key"] == run_key
+    # One run by its reference, from the store $MLFLOW_TRACKING_URI names.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_tracking_uri)
+    assert MlflowTracker.read_runs(f"runs:/{tracker.run_id}") == [record]
+
+
+def test_read_runs_defaults_to_the_trackers_experiment(sqlite_tracking_uri: str, tmp_path: Path) -> None:
+    _, run_key, _ = logged_run(sqlite_tracking_uri, tmp_path, experiment="emergence")
+    assert [record["run_key"] for record in MlflowTracker.read_runs(sqlite_tracking_uri)] == [run_key]
+
+
+def test_fetch_resolved_spec_by_run_id_or_runs_uri(sqlite_tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tracker, _, config = logged_run(sqlite_tracking_uri, tmp_path)
+    assert MlflowTracker.fetch_resolved_spec(tracker.run_id, sqlite_tracking_uri) == config
+    assert MlflowTracker.fetch_resolved_spec(f"runs:/{tracker.run_id}", sqlite_tracking_uri) == config
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_tracking_uri)  # no store given: the environment's
+    assert MlflowTracker.fetch_resolved_spec(f"runs:/{tracker.run_id}") == config
+
+
+def test_reading_back_names_what_is_missing(sqlite_tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(LookupError, match="no experiment 'nope'"):
+        MlflowTracker.read_runs(sqlite_tracking_uri, "nope")
+    MlflowClient(sqlite_tracking_uri).create_experiment("empty")
+    with pytest.raises(LookupError, match="holds no emergence run"):
+        MlflowTracker.read_runs(sqlite_tracking_uri, "empty")
+    with pytest.raises(LookupError, match="mlflow run 0123abcd"):
+        MlflowTracker.fetch_resolved_spec("0123abcd", sqlite_tracking_uri)
+    with pytest.raises(LookupError, match="not an MLflow run id"):
+        MlflowTracker.fetch_resolved_spec("runs:/", sqlite_tracking_uri)
+    # A mistyped SQLite path is an error, not a new empty store made there.
+    typo = tmp_path / "typo" / "mlflow.db"
+    with pytest.raises(LookupError, match="no MLflow store"):
+        MlflowTracker.read_runs(f"sqlite:///{typo}", "emergence-tests")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(LookupError, match="no MLflow store"):
+        MlflowTracker.fetch_resolved_spec("0123abcd")  # the default store, ./mlflow.db, is not there
+    assert not typo.exists() and not (elsewhere / "mlflow.db").exists()
+
+
+def test_reading_back_from_a_server(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    tracker, run_key, config = logged_run(mlflow_server.uri, tmp_path, experiment=f"read-{uuid.uuid4().hex[:6]}")
+    (record,) = MlflowTracker.read_runs(mlflow_server.uri, tracker.experiment_name)
+    assert record["run_key"] == run_key and record["verdicts"][0]["verdict"] == "precursor"
+    assert MlflowTracker.fetch_resolved_spec(tracker.run_id, mlflow_server.uri) == config

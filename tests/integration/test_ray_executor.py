@@ -32,8 +32,8 @@ from emergence_ray.executor import (
 
 from emergence.executors import RunMessage
 from emergence.orchestrate import execute
-from emergence.record import ANALYSIS_FILE, read_journal, read_status
-from emergence.run import RunOutcome, run_directory
+from emergence.record import read_journal
+from emergence.rundir import ANALYSIS_FILE, RunOutcome, read_status, run_directory
 from emergence.spec import resolve
 from emergence.spec.grid import RunSpec
 from emergence.spec.schema import ExecutionSpec

@@ -9,8 +9,9 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from emergence.record import read_journal, read_status
-from emergence.run import run_directory, run_one
+from emergence.record import read_journal
+from emergence.rundir import read_status, run_directory
+from emergence.runner import run_one
 from emergence.spec import resolve
 
 pytestmark = pytest.mark.integration
@@ -78,12 +79,13 @@ def test_tiny_run_into_sqlite_store(tiny_raw, write_spec, sqlite_tracking_uri):
     run = the_mlflow_run(client, "e2e", run_spec.run_key)
     assert_run_complete(client, run, run_spec, run_directory(run_spec))
 
-    # `emergence compare` reads the same run back from the store, and agrees with the run directory.
+    # `emergence compare` reads the same run back from the store (a tracking URI is the MLflow tracker's),
+    # and agrees with the run directory.
     from typer.testing import CliRunner
 
     from emergence.cli import app
 
-    from_store = CliRunner().invoke(app, ["compare", "--mlflow", sqlite_tracking_uri, "--experiment", "e2e", "--format", "json"])
+    from_store = CliRunner().invoke(app, ["compare", sqlite_tracking_uri, "--experiment", "e2e", "--format", "json"])
     from_dir = CliRunner().invoke(app, ["compare", str(run_directory(run_spec)), "--format", "json"])
     assert from_store.exit_code == 0 and from_dir.exit_code == 0, from_store.output + from_dir.output
     (store_row,), (dir_row,) = json.loads(from_store.stdout), json.loads(from_dir.stdout)
@@ -91,17 +93,27 @@ def test_tiny_run_into_sqlite_store(tiny_raw, write_spec, sqlite_tracking_uri):
     assert store_row["state"] == "FINISHED" and dir_row["state"] == "completed"
     for column in ("spec", "task", "emergence_step", *[k for k in dir_row if "/" in k]):
         assert str(store_row[column]) == str(dir_row[column]), column
-    missing = CliRunner().invoke(app, ["compare", "--mlflow", sqlite_tracking_uri, "--experiment", "nope"])
+    named = CliRunner().invoke(app, ["compare", f"mlflow:{sqlite_tracking_uri}", "--experiment", "e2e", "--format", "json"])
+    assert named.exit_code == 0, named.output
+    assert json.loads(named.stdout) == json.loads(from_store.stdout)
+    missing = CliRunner().invoke(app, ["compare", sqlite_tracking_uri, "--experiment", "nope"])
     assert missing.exit_code == 2 and "no experiment 'nope'" in missing.output
 
     # A colleague reruns it from the MLflow run id alone, into a directory of their own: the same run key.
     elsewhere = run_directory(run_spec).parents[2] / "colleague"
     again = CliRunner().invoke(
-        app, ["run", "--from-run", f"mlflow:{run.info.run_id}", "--mlflow", sqlite_tracking_uri,
+        app, ["run", "--from-run", f"mlflow:{run.info.run_id}", "--store", sqlite_tracking_uri,
               f"execution.output_dir={elsewhere}", "tracking=[]", "--quiet"],
     )
     assert again.exit_code == 0, again.output
     assert (elsewhere / "tiny" / run_spec.run_key / "status.json").exists()
+    # runs:/<run_id> is MLflow's too: the same spec, so the same (now completed) run.
+    by_uri = CliRunner().invoke(
+        app, ["run", "--from-run", f"runs:/{run.info.run_id}", "--store", sqlite_tracking_uri,
+              f"execution.output_dir={elsewhere}", "tracking=[]", "--quiet"],
+    )
+    assert by_uri.exit_code == 0, by_uri.output
+    assert f"skipped {elsewhere / 'tiny' / run_spec.run_key}" in by_uri.output.replace("\n", "")
     assert run.data.metrics.get("summary/verdicts/no_emergence", 0) + run.data.metrics.get("summary/verdicts/precursor", 0) >= 0
 
 
@@ -189,9 +201,9 @@ def test_probes_ablation_and_feature_verdicts_land_in_mlflow(tiny_raw, write_spe
 def test_server_that_comes_back_is_caught_up_mid_run(tiny_raw, write_spec, mlflow_server, monkeypatch):
     """Stop the server at step 25 and start it again at step 45: the run catches the tracker up from its
     journal, and at the end every journal value is in MLflow exactly once."""
-    import emergence.run
+    import emergence.runner
 
-    monkeypatch.setattr(emergence.run, "TRACKER_RETRY_SECONDS", 0.0)  # retry at every measurement
+    monkeypatch.setattr(emergence.runner, "TRACKER_RETRY_SECONDS", 0.0)  # retry at every measurement
     run_spec = tiny_run_spec(tiny_raw, write_spec, mlflow_server.uri, experiment="e2e-comeback", overrides=["training.steps=80"])
     seen: dict[str, bool] = {}
 

@@ -19,8 +19,8 @@ from mlflow import MlflowClient
 
 from emergence.executors import RunMessage
 from emergence.orchestrate import execute, sweep_directory
-from emergence.record import read_journal, read_status
-from emergence.run import run_directory
+from emergence.record import read_journal
+from emergence.rundir import read_status, run_directory
 from emergence.spec import resolve
 
 pytestmark = pytest.mark.integration

@@ -2,8 +2,9 @@
 
 There is no W&B server here, and ``wandb.Api`` needs one. What an offline run holds is its record log:
 the same protobuf records that ``wandb sync`` uploads later, so reading them back (``emergence_wandb.records``)
-shows exactly what the W&B server would receive. The same reader serves ``emergence compare --wandb`` and
-``emergence run --from-run``, tested at the end against a real tiny run.
+shows exactly what the W&B server would receive. The same reader is the tracker's RunReader capability,
+which serves ``emergence compare wandb:PATH`` (or ``compare PATH``) and ``emergence run --from-run``, tested
+at the end against a real tiny run.
 """
 
 from __future__ import annotations
@@ -30,13 +31,19 @@ from wandb.proto import wandb_internal_pb2 as pb
 
 from emergence import registry
 from emergence.cli import app
-from emergence.compare import FIXED_COLUMNS, RunRow
-from emergence.record import JournalContents, read_journal, read_status
-from emergence.rerun import spec_of_run
-from emergence.run import TrackerStart, run_directory, run_one
+from emergence.compare import FIXED_COLUMNS, cells
+from emergence.record import JournalContents, read_journal
+from emergence.rundir import RunResult, read_resolved, read_status, run_directory, spec_fields
+from emergence.runner import run_one
 from emergence.spec import resolve
-from emergence.sync import replay_journal
-from emergence.tracking import TrackerFanout
+from emergence.tracking import (
+    RUN_RECORD_FIELDS,
+    RunReader,
+    TrackerFanout,
+    TrackerStart,
+    replay_journal,
+    run_readers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +93,31 @@ def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_entry_point_finds_the_tracker() -> None:
     assert registry.trackers.get("wandb") is WandbTracker
+
+
+def test_the_tracker_reads_runs_back() -> None:
+    assert isinstance(WandbTracker, RunReader)
+    assert run_readers()["wandb"] is WandbTracker
+
+
+def test_claims_wandb_folders_and_what_holds_them(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "tiny" / "284df4c97a16"
+    folder = run_dir / "wandb" / "offline-run-20250101_120000-284df4c97a16"
+    folder.mkdir(parents=True)
+    (folder / "run-284df4c97a16.wandb").write_bytes(b"")  # only its name is looked at
+    for source in (folder, folder / "run-284df4c97a16.wandb", run_dir / "wandb", run_dir, tmp_path / "runs", tmp_path):
+        assert WandbTracker.claims(str(source)), source
+    plain = tmp_path / "plain" / "tiny" / "0123456789ab"  # a run directory without W&B files
+    plain.mkdir(parents=True)
+    (plain / "spec.resolved.yaml").write_text("name: tiny\n")
+    stray = tmp_path / "stray"  # a .wandb file that is not in a W&B run folder
+    stray.mkdir()
+    (stray / "run-abc.wandb").write_bytes(b"")
+    for source in (
+        str(plain), str(tmp_path / "plain"), str(stray), str(tmp_path / "nowhere"), "runs/tiny",
+        "sqlite:///mlflow.db", "http://127.0.0.1:5000", "runs:/abc", f"file://{folder}",
+    ):  # fmt: skip
+        assert not WandbTracker.claims(source), source
 
 
 def test_every_method_reads_back_from_the_wandb_file(tmp_path: Path) -> None:
@@ -232,7 +264,7 @@ def test_a_resumed_run_continues_under_the_same_id(tmp_path: Path) -> None:
     assert whole.folders == folders and whole.exit_code == 0
     assert [step for step, _ in whole.values_of("behavior/loss")] == [0, 10, 20, 10, 20, 30]
     # Either folder stands for the whole run.
-    (row,) = WandbTracker.run_summaries_from_dirs([folders[0]])
+    (row,) = WandbTracker.read_runs(str(folders[0]))
     assert row["run_key"] == run_key and row["state"] == "completed" and row["seed"] == 0
 
 
@@ -388,10 +420,10 @@ def test_tiny_run_lands_in_an_offline_wandb_run(tiny_raw: dict, write_spec: Any)
     assert manifest_paths(offline.artifact(artifact_name(run_spec.run_key, None))) == {"spec.resolved.yaml", "journal.jsonl"}
 
 
-# -- reading runs back: `emergence compare --wandb` and `emergence run --from-run` ----------------------
+# -- reading runs back: `emergence compare wandb:PATH` and `emergence run --from-run` --------------------
 
 
-def test_run_summaries_read_verdict_tables_summary_state_and_tags(tmp_path: Path) -> None:
+def test_read_runs_reads_verdict_tables_summary_state_and_tags(tmp_path: Path) -> None:
     run_key = new_run_key()
     config = {"run_key": run_key, "name": "addition", "seed": 3, **{k: v for k, v in CONFIG.items() if k != "seed"}}
     config["task"] = {"name": "addition", "level": 2}
@@ -409,7 +441,12 @@ def test_run_summaries_read_verdict_tables_summary_state_and_tags(tmp_path: Path
     tracker.finish("failed")
     wandb.teardown()
 
-    (row,) = WandbTracker.run_summaries_from_dirs([tmp_path])
+    (row,) = WandbTracker.read_runs(str(tmp_path))
+    assert tuple(row) == (*RUN_RECORD_FIELDS, "ref")
+    assert WandbTracker.read_runs(str(tmp_path), "emergence") == [row]  # an experiment is a W&B project
+    assert WandbTracker.fetch_resolved_spec(row.pop("ref")) == config  # a record's ref fetches its spec
+    with pytest.raises(LookupError, match="no W&B run of project 'another'"):
+        WandbTracker.read_runs(str(tmp_path), "another")
     assert row == {
         "run_key": run_key,
         "spec": "addition",
@@ -428,8 +465,8 @@ def test_run_summaries_read_verdict_tables_summary_state_and_tags(tmp_path: Path
             {"kind": "feature", "feature": "carry", "verdict": "quiet", "lead_steps": 650},
         ],
     }
-    cells = RunRow(**row).cells()
-    assert cells["llc/mean"] == "precursor (120)" and cells["feature/carry"] == "quiet (650)"
+    columns = cells(RunResult(**row))
+    assert columns["llc/mean"] == "precursor (120)" and columns["feature/carry"] == "quiet (650)"
     assert WandbTracker.fetch_resolved_spec(str(tmp_path / "run")) == config
 
     # A run whose last record is cut off (still being written, or its process killed) has no exit
@@ -443,7 +480,7 @@ def test_run_summaries_read_verdict_tables_summary_state_and_tags(tmp_path: Path
     exit_start = ends[kinds.index("exit")]
     with wandb_file.open("r+b") as handle:
         handle.truncate(exit_start + 8)  # the exit record's chunk header and one byte of it
-    (running,) = WandbTracker.run_summaries_from_dirs([copy])
+    (running,) = WandbTracker.read_runs(str(copy))
     assert running["state"] == "running" and running["verdicts"] == row["verdicts"]
 
 
@@ -451,9 +488,11 @@ def test_reading_back_names_what_is_missing(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(LookupError, match="no W&B run folder"):
-        WandbTracker.run_summaries_from_dirs([empty])
+        WandbTracker.read_runs(str(empty))
     with pytest.raises(FileNotFoundError):
-        WandbTracker.run_summaries_from_dirs([tmp_path / "nowhere"])
+        WandbTracker.read_runs(str(tmp_path / "nowhere"))
+    with pytest.raises(LookupError):  # what the core's RunReader protocol asks for, too
+        WandbTracker.fetch_resolved_spec(str(tmp_path / "nowhere"))
     for _ in range(2):
         tracker = WandbTracker({"backend": "wandb"}, run_dir=tmp_path / "two")
         tracker.start(new_run_key(), "run", "group", {}, {})
@@ -465,9 +504,11 @@ def test_reading_back_names_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(LookupError, match="no emergence spec"):
         WandbTracker.fetch_resolved_spec(str(one))
     runner = CliRunner()
-    result = runner.invoke(app, ["compare", "--wandb", str(empty)])
+    result = runner.invoke(app, ["compare", f"wandb:{empty}"])
     assert result.exit_code == 2 and "no W&B run folder" in result.output
-    assert len(json.loads(runner.invoke(app, ["compare", "--wandb", str(tmp_path / "two"), "--format", "json"]).stdout)) == 2
+    assert len(json.loads(runner.invoke(app, ["compare", f"wandb:{tmp_path / 'two'}", "--format", "json"]).stdout)) == 2
+    # A folder of W&B runs and no run directories is W&B's without naming it.
+    assert len(json.loads(runner.invoke(app, ["compare", str(tmp_path / "two"), "--format", "json"]).stdout)) == 2
 
 
 def test_compare_and_from_run_read_the_offline_run_back(tiny_raw: dict, write_spec: Any, tmp_path: Path) -> None:
@@ -488,15 +529,16 @@ def test_compare_and_from_run_read_the_offline_run_back(tiny_raw: dict, write_sp
         return json.loads(result.stdout)
 
     (from_dir,) = compare(str(run_dir))
-    (from_wandb,) = compare("--wandb", str(run_dir))
+    (from_wandb,) = compare(f"wandb:{run_dir}")
     verdict_columns = set(from_dir) - set(FIXED_COLUMNS)
     assert len(verdict_columns) > 5 and verdict_columns == set(from_wandb) - set(FIXED_COLUMNS)
     for column in ("run_key", "spec", "task", "seed", "emergence_step", *sorted(verdict_columns)):
         assert from_wandb[column] == from_dir[column], column
     assert from_wandb == from_dir  # the other columns too: level, model size, n_params, state
-    assert compare("--wandb", str(folder)) == [from_dir]
-    assert compare("--wandb", str(tmp_path / "runs")) == [from_dir]
-    assert compare(str(run_dir), "--wandb", str(folder)) == [from_dir, from_dir]
+    assert compare(f"wandb:{folder}") == [from_dir]
+    assert compare(str(folder)) == [from_dir]  # a W&B run folder is W&B's without naming it
+    assert compare(f"wandb:{tmp_path / 'runs'}") == [from_dir]
+    assert compare(str(run_dir), f"wandb:{folder}") == [from_dir, from_dir]
 
     again = runner.invoke(app, ["run", "--from-run", str(folder), "--quiet"])
     assert again.exit_code == 0, again.output
@@ -504,7 +546,12 @@ def test_compare_and_from_run_read_the_offline_run_back(tiny_raw: dict, write_sp
     # A run directory with only its wandb/ folder (no spec.resolved.yaml) is read through W&B too.
     bare = tmp_path / "bare"
     shutil.copytree(run_dir / "wandb", bare / "wandb", symlinks=True)
-    assert spec_of_run(str(bare)) == spec_of_run(str(folder)) == spec_of_run(str(run_dir))
+    assert WandbTracker.claims(str(bare))
+
+    def spec_from_wandb(ref: Path) -> dict[str, Any]:
+        return spec_fields(WandbTracker.fetch_resolved_spec(str(ref)))
+
+    assert spec_from_wandb(bare) == spec_from_wandb(folder) == spec_fields(read_resolved(run_dir))
 
 
 def test_a_sweep_summary_is_a_wandb_run_of_its_own_in_the_sweeps_group(tiny_raw: dict, write_spec: Any) -> None:
@@ -532,6 +579,6 @@ def test_a_sweep_summary_is_a_wandb_run_of_its_own_in_the_sweeps_group(tiny_raw:
     report = summary_run.artifact(artifact_name(sweep_id, "sweep"))
     assert {"report.html", "sweep.json"} <= manifest_paths(report)
 
-    result = CliRunner().invoke(app, ["compare", "--wandb", str(run_directory(runs[0]).parent), "--format", "json"])
+    result = CliRunner().invoke(app, ["compare", f"wandb:{run_directory(runs[0]).parent}", "--format", "json"])
     assert result.exit_code == 0, result.output
     assert sorted(row["run_key"] for row in json.loads(result.stdout)) == sorted(r.run_key for r in runs)

@@ -307,13 +307,8 @@ def test_a_negative_estimate_is_unreliable():
 
 
 def test_recommendation_prefers_the_step_size_whose_llc_is_stable_across_localizations():
-    from emergence.measures.llc import (
-        CalibrationResult,
-        LLCEstimate,
-        SGLDSettings,
-        localization_spread,
-        recommend,
-    )
+    from emergence.measures.llc import LLCEstimate, SGLDSettings
+    from emergence.studies.llc_calibration import CalibrationResult, localization_spread, recommend
 
     flat = np.zeros((2, 4))
 

@@ -27,7 +27,7 @@ def test_shipped_spec_validates_and_documents_its_command(path):
 @pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
 def test_shipped_spec_runs_end_to_end_when_shrunk(path, tmp_path):
     """The shipped task, model, measures and analysis, for a few steps on little data: every part runs."""
-    from emergence.run import run_one
+    from emergence.runner import run_one
 
     shrink = [
         "training.steps=4", "training.checkpoint_every=2", "schedule.every=2", "schedule.log_spaced_until=0",

@@ -22,8 +22,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
-import numbers
 import os
 import re
 import tempfile
@@ -39,7 +37,6 @@ from mlflow.environment_variables import (
     MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
     MLFLOW_HTTP_REQUEST_MAX_RETRIES,
     MLFLOW_HTTP_REQUEST_TIMEOUT,
-    MLFLOW_TRACKING_URI,
 )
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
@@ -52,24 +49,30 @@ from mlflow.utils.validation import (
     MAX_PARAMS_TAGS_PER_BATCH,
     MAX_TAG_VAL_LENGTH,
 )
-from sqlalchemy.engine import make_url
 
+from emergence.numbers import as_float, json_safe
 from emergence.tracking import SweepSummary
+from emergence_mlflow import reading
+from emergence_mlflow.store import (
+    CUSTOM_MODEL_DEVELOPMENT,
+    DEFAULT_EXPERIMENT,
+    EXPERIMENT_KIND_TAG,
+    GROUP_TAG,
+    PARENT_RUN_TAG,
+    RESOLVED_SPEC_ARTIFACT,
+    RUN_KEY_TAG,
+    SUMMARY_METRIC_PREFIX,
+    SUMMARY_TAG_PREFIX,
+    SWEEP_PARENT_TAG,
+    SWEEP_SIZE_TAG,
+    SWEEP_TAG,
+    TABLES_DIR,
+    is_mlflow_reference,
+    resolve_tracking_uri,
+    sqlite_artifact_location,
+)
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-DEFAULT_EXPERIMENT = "emergence"
-
-RUN_KEY_TAG = "emergence.run_key"
-GROUP_TAG = "emergence.group"
-SWEEP_TAG = "emergence.sweep"  # the core's sweep key, on every run of a grid and on their parent
-SWEEP_PARENT_TAG = "emergence.sweep_parent"
-PARENT_RUN_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
-SUMMARY_TAG_PREFIX = "emergence.summary."
-SUMMARY_METRIC_PREFIX = "summary/"
-RESOLVED_SPEC_ARTIFACT = "spec.resolved.json"
-TABLES_DIR = "tables"
 
 FINAL_STATUS = {
     "completed": RunStatus.to_string(RunStatus.FINISHED),
@@ -148,32 +151,6 @@ def _failing_fast(
     return wrapper
 
 
-def resolve_tracking_uri(configured: str | None) -> str:
-    """The spec's ``tracking_uri``; else ``$MLFLOW_TRACKING_URI``; else a SQLite file in the cwd.
-
-    The default is made absolute now so that a later ``chdir`` cannot move the store.
-    """
-    if configured:
-        return configured
-    from_env = MLFLOW_TRACKING_URI.get()
-    if from_env:
-        return from_env
-    return "sqlite:///" + str(Path("mlflow.db").absolute())
-
-
-def sqlite_artifact_location(tracking_uri: str) -> str | None:
-    """``<directory of the SQLite file>/mlruns`` for a SQLite store, else None (the server decides).
-
-    Left to itself MLflow puts a SQLite store's artifacts in ``./mlruns`` of whatever directory the
-    process happens to run in, so the database and its artifacts drift apart. Keeping them side by
-    side matches ``mlflow ui`` run next to the default ``mlflow.db``.
-    """
-    url = make_url(tracking_uri) if tracking_uri.startswith("sqlite:") else None
-    if url is None or not url.database or url.database == ":memory:":
-        return None
-    return (Path(url.database).absolute().parent / "mlruns").as_uri()
-
-
 def legal_name(raw: str) -> str:
     """A param, metric or tag key that MLflow accepts, unchanged when it is already legal.
 
@@ -210,35 +187,6 @@ def param_value(value: Any) -> str:
     return text[:MAX_PARAM_VAL_LENGTH]
 
 
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    item = getattr(value, "item", None)  # numpy and torch scalars
-    if callable(item):
-        with contextlib.suppress(TypeError, ValueError):
-            return _as_float(item())
-    return None
-
-
-def _json_cell(value: Any) -> Any:
-    """A table cell as JSON; NaN and infinities become null, as pandas writes them."""
-    if value is None or isinstance(value, str | bool | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(key): _json_cell(inner) for key, inner in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_cell(inner) for inner in value]
-    item = getattr(value, "item", None)  # numpy and torch scalars, keeping ints as ints
-    if callable(item):
-        with contextlib.suppress(TypeError, ValueError):
-            return _json_cell(item())
-    return str(value)
-
-
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -269,6 +217,10 @@ class MlflowTracker:
     ``options`` is the spec's tracking entry: ``experiment`` (default ``emergence``), ``tracking_uri``
     (default ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the current directory) and
     ``tags`` (added to the run's tags). ``run_dir`` is the emergence run directory.
+
+    The class methods are the capabilities the core asks for: ``SweepParent`` (``prepare_sweep``,
+    ``finish_sweep``), ``ForgetsRuns`` (``forget_runs``) and ``RunReader`` (``claims``, ``read_runs``,
+    ``fetch_resolved_spec``).
     """
 
     def __init__(self, options: Mapping[str, Any], run_dir: Path) -> None:
@@ -356,7 +308,7 @@ class MlflowTracker:
         timestamp = _now_ms()
         metrics: list[Metric] = []
         for raw_key, raw_value in values.items():
-            key, value = self._name(raw_key), _as_float(raw_value)
+            key, value = self._name(raw_key), as_float(raw_value)
             if value is None:
                 log.debug("mlflow: skipping metric %r, %r is not a number", raw_key, raw_value)
                 continue
@@ -376,13 +328,13 @@ class MlflowTracker:
         for raw_key, raw_value in summary.items():
             if raw_value is None:
                 continue
-            number = None if isinstance(raw_value, str) else _as_float(raw_value)
+            number = None if isinstance(raw_value, str) else as_float(raw_value)
             if number is not None:
                 key = self._name(SUMMARY_METRIC_PREFIX + str(raw_key))
                 if self._latest_value.get(key) != number:  # NaN never equals, so it is always sent
                     metrics.append(Metric(key, number, timestamp, step))
             else:
-                text = raw_value if isinstance(raw_value, str) else json.dumps(_json_cell(raw_value))
+                text = raw_value if isinstance(raw_value, str) else json.dumps(json_safe(raw_value))
                 tags[self._name(SUMMARY_TAG_PREFIX + str(raw_key))] = text[:MAX_TAG_VAL_LENGTH]
         self._log_metric_batches(run_id, metrics)
         self._log_tags(tags)
@@ -403,7 +355,8 @@ class MlflowTracker:
         file_name = f"{stem}.json" if step is None else f"{stem}_step{int(step):08d}.json"
         table = {
             "columns": [str(column) for column in columns],
-            "data": [[_json_cell(cell) for cell in row] for row in rows],
+            # NaN and infinities become null, as pandas writes them: strict JSON has no NaN.
+            "data": [[json_safe(cell) for cell in row] for row in rows],
         }
         with tempfile.TemporaryDirectory(prefix="emergence-mlflow-") as scratch:
             local = Path(scratch) / file_name
@@ -441,11 +394,15 @@ class MlflowTracker:
         return name
 
     def _experiment_id(self) -> str:
+        """The experiment's id, made now if there is none. MLflow 3's UI files an experiment without an
+        ``mlflow.experimentKind`` tag under GenAI, so ours get (or are given) the kind of model training."""
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         if experiment is None:
             try:
                 return self.client.create_experiment(
-                    self.experiment_name, artifact_location=sqlite_artifact_location(self.tracking_uri)
+                    self.experiment_name,
+                    artifact_location=sqlite_artifact_location(self.tracking_uri),
+                    tags={EXPERIMENT_KIND_TAG: CUSTOM_MODEL_DEVELOPMENT},
                 )
             except MlflowException as error:
                 # Another run of the same sweep created it between our lookup and our create.
@@ -460,23 +417,32 @@ class MlflowTracker:
                 f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}`) "
                 "or name another experiment in the spec's tracking entry"
             )
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind someone chose stays
+            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, CUSTOM_MODEL_DEVELOPMENT)
         return experiment.experiment_id
 
-    # -- reading runs back: `emergence compare` and `emergence run --from-run` -------------------------
+    # -- reading runs back (the RunReader capability): `emergence compare`, `emergence run --from-run` -----
 
     @classmethod
-    def fetch_resolved_spec(cls, run_id: str, tracking_uri: str | None) -> dict[str, Any]:
-        """The resolved spec an emergence run logged at start (for ``emergence run --from-run``)."""
-        from emergence_mlflow.reading import fetch_resolved_spec
-
-        return fetch_resolved_spec(run_id, tracking_uri)
+    def claims(cls, source: str) -> bool:
+        """MLflow tracking URIs (schemes ``sqlite``, ``http(s)``, ``file``, ``postgresql``, ``mysql``,
+        ``mssql``, ``databricks``, and ``databricks`` alone) and ``runs:/<run_id>``; never a plain path.
+        Judged by the spelling only: no store is opened."""
+        return is_mlflow_reference(source)
 
     @classmethod
-    def run_summaries(cls, tracking_uri: str | None, experiment: str) -> list[dict[str, Any]]:
-        """One dict per emergence run of ``experiment`` (for ``emergence compare``)."""
-        from emergence_mlflow.reading import run_summaries
+    def read_runs(cls, source: str, experiment: str | None = None) -> list[dict[str, Any]]:
+        """One record per emergence run of ``experiment`` (default ``emergence``) in the store at the
+        tracking URI ``source``, or of the run ``runs:/<run_id>``: see ``reading.read_runs``."""
+        with _fail_fast_http():
+            return reading.read_runs(source, experiment)
 
-        return run_summaries(tracking_uri, experiment)
+    @classmethod
+    def fetch_resolved_spec(cls, ref: str, store: str | None = None) -> dict[str, Any]:
+        """The resolved spec of the run ``<run_id>`` or ``runs:/<run_id>`` in the store at the tracking URI
+        ``store`` (default ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``)."""
+        with _fail_fast_http():
+            return reading.fetch_resolved_spec(ref, store)
 
     # -- sweeps: one parent run per sweep, the sweep's runs nested under it -----------------------------
 
@@ -488,7 +454,7 @@ class MlflowTracker:
         with _fail_fast_http():
             experiment_id = tracker._experiment_id()
             parent = tracker._find_sweep_parent(experiment_id, sweep_key) or tracker._create_sweep_parent(experiment_id, sweep_key, name)
-            tracker.client.set_tag(parent.info.run_id, "emergence.sweep_size", str(len(run_keys)))
+            tracker.client.set_tag(parent.info.run_id, SWEEP_SIZE_TAG, str(len(run_keys)))
             tracker.client.update_run(parent.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             # Runs finished by an earlier sweep (a grid that has since grown) are skipped, never started
             # again: nest them under this sweep's parent here, so that it shows the whole grid.

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from emergence.executors import ExecutorUnavailable, ProgressSink, RunMessage, record_failure, run_in_worker
-from emergence.run import RunOutcome, run_directory
+from emergence.rundir import RunOutcome, run_directory
 from emergence.spec.grid import RunSpec
 from emergence.spec.schema import ExecutionSpec
 from emergence_ray.progress import InboxSender, ProgressInbox

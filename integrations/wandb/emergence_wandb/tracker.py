@@ -27,7 +27,6 @@ What the core relies on, and the W&B behaviour behind each choice:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -42,6 +41,9 @@ from urllib.parse import urlsplit
 
 import wandb
 
+from emergence.numbers import json_safe
+from emergence.rundir import RUN_IDENTITY_FIELDS
+from emergence.spec.schema import Spec
 from emergence.tracking import SweepSummary, sanitize_key
 from emergence_wandb import records
 from emergence_wandb.records import STEP_KEY, TABLE_KEY_PREFIX
@@ -66,6 +68,9 @@ VERDICT_TABLES = ("verdicts", "feature_verdicts")
 EMERGENCE_STEP_PREFIX = "emergence_step/"  # summary keys; -1 means the behaviour never emerged
 # A run's state from its exit code (finish() writes 0 or 1); no exit code yet: the run goes on.
 _STATES: dict[int | None, str] = {None: "running", 0: "completed"}
+
+# ``scheme:`` of a URI (two letters at least: ``C:`` is a Windows drive); such a source is never a W&B folder.
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 # wandb.init refuses tags longer than this.
 MAX_TAG_LENGTH = 64
@@ -153,31 +158,6 @@ def artifact_name(run_key: str, name: str | None) -> str:
     """``emergence-<run_key>-<name>``, in the characters and length W&B accepts for artifact names."""
     raw = f"emergence-{run_key}-{name or UNNAMED_ARTIFACT}"
     return _ILLEGAL_ARTIFACT_NAME_CHARS.sub("_", raw)[:MAX_ARTIFACT_NAME_LENGTH]
-
-
-def json_safe(value: Any) -> Any:
-    """A table cell that W&B writes as strict JSON.
-
-    wandb.Table writes NaN and infinities as bare ``NaN`` / ``Infinity``, which JSON.parse in the
-    browser (and strict readers) refuse, so they become None, as pandas writes them. numpy and torch
-    scalars become Python numbers; containers are converted element by element; anything else is
-    written as its text.
-    """
-    if value is None or isinstance(value, str | bool | int):
-        return value
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(key): json_safe(inner) for key, inner in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(inner) for inner in value]
-    item = getattr(value, "item", None)  # numpy and torch scalars
-    if callable(item):
-        with contextlib.suppress(TypeError, ValueError):
-            scalar = item()
-            if not callable(getattr(scalar, "item", None)):
-                return json_safe(scalar)
-    return str(value)
 
 
 def same_value(sent: Any, value: Any) -> bool:
@@ -369,6 +349,8 @@ class WandbTracker:
         """
         run = self._require_run()
         header = [str(column) for column in columns]
+        # wandb.Table writes NaN and infinities as bare NaN / Infinity, which JSON.parse in the browser
+        # (and strict readers) refuse: json_safe makes them null, as pandas writes them.
         cells = [[json_safe(cell) for cell in row] for row in rows]
         step = None if step is None else int(step)
         digest = hashlib.sha256(json.dumps([header, cells], allow_nan=False).encode()).hexdigest()
@@ -445,23 +427,61 @@ class WandbTracker:
         finally:
             tracker.finish(status)
 
-    # -- reading runs back: `emergence compare --wandb` and `emergence run --from-run` ----------------------
+    # -- reading runs back (the RunReader capability): `emergence compare`, `emergence run --from-run` -----
     # Read from the runs' record logs on disk (see records.py): no W&B server, so offline runs work too.
 
     @classmethod
-    def fetch_resolved_spec(cls, ref: str, tracking_uri: str | None = None) -> dict[str, Any]:
+    def claims(cls, source: str) -> bool:
+        """Whether ``source`` is a path that is a W&B run folder, a ``run-<id>.wandb`` file, or a folder
+        with W&B run folders somewhere below it (an emergence run directory holding ``wandb/``, a folder of
+        them ...). A URI (``scheme:...``) or a path that does not exist is not one. Looks at file names
+        only: no record log is read."""
+        if _URI_SCHEME.match(source):
+            return False
+        try:
+            return bool(records.find_runs([Path(source)]))
+        except (OSError, ValueError):  # no such path, no permission, a name the OS refuses
+            return False
+
+    @classmethod
+    def read_runs(cls, source: str, experiment: str | None = None) -> list[dict[str, Any]]:
+        """One record per W&B run found under the path ``source`` (see ``records.find_runs``), with the keys
+        of ``emergence.tracking.RUN_RECORD_FIELDS``; a sweep's summary run is left out.
+
+        ``experiment``, when given, is a W&B project: only the runs logged to it are read (None: every run
+        under ``source``, whatever its project). Identity and size come from the config (the resolved spec and
+        ``run.n_params``), the state from the exit code (``running`` while the newest process has written
+        none), the emergence step from the first ``emergence_step/...`` summary key, the verdicts from the
+        latest ``verdicts`` and ``feature_verdicts`` tables, the tags from the ``key=value`` tags. A path
+        that holds no W&B run (of that project), or a damaged record log, raises ``LookupError``; a path
+        that does not exist ``NoSuchPath`` (both a ``LookupError`` and a ``FileNotFoundError``).
+        """
+        found = _runs_at(source)
+        if not found:
+            raise LookupError(f"{source}: no W&B run folder ({records.RUN_FILE_GLOB}) in it or under it")
+        try:
+            logs = [records.read_run(wandb_dir, run_id) for wandb_dir, run_id in found]
+        except records.CorruptRunFile as error:
+            raise LookupError(str(error)) from None
+        logs = [run_log for run_log in logs if not run_log.config.get(SWEEP_PARENT_CONFIG)]
+        if experiment is not None:
+            projects = sorted({_project_of(run_log) or "unknown" for run_log in logs})
+            logs = [run_log for run_log in logs if _project_of(run_log) == experiment]
+            if not logs:
+                raise LookupError(f"{source}: no W&B run of project {experiment!r} (projects there: {', '.join(projects) or 'none'})")
+        return [_summary_row(run_log) for run_log in logs]
+
+    @classmethod
+    def fetch_resolved_spec(cls, ref: str, store: str | None = None) -> dict[str, Any]:
         """The resolved spec an emergence run sent as its W&B config.
 
         ``ref`` is a W&B run folder (``.../wandb/offline-run-...`` or ``.../wandb/run-...``), its
-        ``.wandb`` file, or the emergence run directory holding ``wandb/``. ``tracking_uri`` is unused
-        (it is MLflow's). The config keys that are spec fields come back, with ``run_key``,
-        ``grid_point`` and ``sweep_key``; W&B's ``_wandb`` and the params the run added (``run.device``,
-        ``run.n_params``) are left out.
+        ``.wandb`` file, or the emergence run directory holding ``wandb/``. ``store`` is not used (the
+        run folder says where the run is). The config keys that are spec fields come back, with
+        ``run_key``, ``grid_point`` and ``sweep_key``; W&B's ``_wandb`` and the params the run added
+        (``run.device``, ``run.n_params``) are left out.
         """
-        from emergence.rerun import RUN_IDENTITY_FIELDS
-        from emergence.spec.schema import Spec
-
-        found = records.find_runs([Path(ref)])
+        found = _runs_at(ref)
         if len(found) != 1:
             ids = ", ".join(sorted(run_id for _, run_id in found)) or "none"
             raise LookupError(f"{ref}: W&B runs found: {ids}; give the run folder of one")
@@ -475,32 +495,25 @@ class WandbTracker:
             raise LookupError(f"{ref}: W&B run {run_log.run_id} has no emergence spec in its config")
         return spec
 
-    @classmethod
-    def run_summaries_from_dirs(cls, paths: Sequence[Path]) -> list[dict[str, Any]]:
-        """One dict per W&B run found under ``paths`` (see ``records.find_runs``), with the fields of
-        ``emergence.compare.RunRow``.
 
-        Identity and size come from the config (the resolved spec and ``run.n_params``), the state from
-        the exit code (``running`` while the newest process has written none), the emergence step from
-        the first ``emergence_step/...`` summary key, the verdicts from the latest ``verdicts`` and
-        ``feature_verdicts`` tables, the tags from the ``key=value`` tags. A path that holds no W&B run
-        raises ``LookupError``.
-        """
-        found: list[tuple[Path, str]] = []
-        for path in paths:
-            in_path = records.find_runs([Path(path)])
-            if not in_path:
-                raise LookupError(f"{path}: no W&B run folder ({records.RUN_FILE_GLOB}) in it or under it")
-            found += [run for run in in_path if run not in found]
-        try:
-            logs = [records.read_run(wandb_dir, run_id) for wandb_dir, run_id in found]
-        except records.CorruptRunFile as error:
-            raise LookupError(str(error)) from None
-        return [_summary_row(run_log) for run_log in logs if not run_log.config.get(SWEEP_PARENT_CONFIG)]
+class NoSuchPath(FileNotFoundError, LookupError):
+    """A reference to W&B runs on disk that names no file or folder: a ``LookupError``, as the core's
+    ``RunReader`` protocol asks, and a ``FileNotFoundError``, as what it is."""
+
+
+def _runs_at(source: str) -> list[tuple[Path, str]]:
+    try:
+        return records.find_runs([Path(source)])
+    except FileNotFoundError as error:
+        raise NoSuchPath(str(error)) from None
+
+
+def _project_of(run_log: records.RunLog) -> str | None:
+    return run_log.run.project if run_log.run is not None and run_log.run.project else None
 
 
 def _summary_row(run_log: records.RunLog) -> dict[str, Any]:
-    """A run as a row of `emergence compare` (the fields of ``emergence.compare.RunRow``)."""
+    """A run as one record of ``read_runs`` (the keys of ``emergence.tracking.RUN_RECORD_FIELDS``)."""
     config = run_log.config
     task = config.get("task") if isinstance(config.get("task"), Mapping) else {}
     model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
@@ -530,4 +543,5 @@ def _summary_row(run_log: records.RunLog) -> dict[str, Any]:
         "emergence_step": None if not isinstance(step, int | float) or step < 0 else int(step),
         "tags": tags,
         "verdicts": verdicts,
+        "ref": str(run_log.sync_dir),  # what fetch_resolved_spec takes
     }

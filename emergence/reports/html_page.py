@@ -1,4 +1,4 @@
-"""HTML building blocks shared by the run report (``report.py``) and the sweep report (``sweep_report.py``):
+"""HTML building blocks shared by the run report (``run_page.py``) and the sweep report (``sweep_page.py``):
 the page style, escaping, sections, tables of rows, value formatting, and writing a file atomically."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from emergence.plots import finite_number
+from emergence.numbers import finite_number
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 72em;

@@ -1,8 +1,9 @@
 """The run report's plots: behaviour, each geometry family per layer, each probed feature; and the sweep
 report's: precursor rates, collapse floors against size, onset against emergence order.
 
-Each run plot reads a loaded run (``report.RunData``), each sweep plot the sweep summary; they write PNGs
-with matplotlib's object API (no backend or display needed); ``report.py`` puts them on the page.
+Each run plot reads a loaded run (``run_data.RunData``), each sweep plot the sweep summary; they write PNGs
+with matplotlib's object API (no backend or display needed); ``run_page.py`` and ``sweep_page.py`` put them
+on the page.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from emergence.analysis.sweep import difficulty_sort_key
+from emergence.numbers import finite_number
 from emergence.record import JournalContents
 
 if TYPE_CHECKING:
-    from emergence.report import RunData
+    from emergence.reports.run_data import RunData
 
 BEHAVIOR_PLOT = "behavior.png"
 MAX_LEGEND_LAYERS = 12
@@ -261,11 +263,6 @@ def _save(fig: Figure, path: Path) -> str:
 def _short_behavior_label(key: Any) -> str:
     return str(key).removeprefix("behavior/") if key else "?"
 
-
-def finite_number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 # --- sweep plots ---------------------------------------------------------------------------------

@@ -6,38 +6,44 @@ The run directory is the durable truth. A rerun of the same resolved spec finds 
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from emergence import __version__, registry
+from emergence import registry
 from emergence.analysis import analyze, write_analysis
 from emergence.capture import capture
 from emergence.measures import Measure, MeasureContext, MeasureSetup
 from emergence.measures.behavior import behavior_values
 from emergence.models import build_model, count_parameters, resolve_device
-from emergence.record import (
-    ANALYSIS_FILE,
+from emergence.record import Journal
+from emergence.rundir import (
     CHECKPOINT_DIR,
     SPEC_FILE,
-    Journal,
+    RunDirectoryLock,
+    RunOutcome,
+    completed_outcome,
     read_status,
+    run_directory,
+    write_resolved_spec,
     write_status,
 )
 from emergence.schedule import MeasurementSchedule
 from emergence.spec.grid import RunSpec
 from emergence.spec.schema import Spec
 from emergence.tasks import TaskData, build_task
-from emergence.tracking import TrackerFanout, build_trackers, sanitize_key
+from emergence.tracking import (
+    TrackerFanout,
+    TrackerStart,
+    build_trackers,
+    replay_journal,
+    sanitize_key,
+    tracker_summary,
+)
 from emergence.train import (
     StepResult,
     Trainer,
@@ -46,6 +52,7 @@ from emergence.train import (
     load_checkpoint,
     save_checkpoint,
 )
+from emergence.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -54,112 +61,7 @@ TRAIN_EVAL_SIZE = 256
 ProgressCallback = Callable[[StepResult, Mapping[str, float]], None]
 
 
-@dataclass
-class RunOutcome:
-    run_key: str
-    run_dir: Path
-    state: str  # completed | failed | skipped
-    reason: str | None = None
-    verdicts: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    analysis: dict[str, Any] = field(default_factory=dict)  # the whole of analysis.json: a sweep summary reads it
-    n_params: int | None = None
-
-
-def run_directory(run_spec: RunSpec) -> Path:
-    return Path(run_spec.spec.execution.output_dir) / run_spec.spec.name / run_spec.run_key
-
-
-def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in nested.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, path + "."))
-        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-            for i, item in enumerate(value):
-                flat.update(flatten(item, f"{path}.{i}."))
-        else:
-            flat[path] = value
-    return flat
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent, check=True
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-SWEEP_TAG = "emergence.sweep"  # the sweep key, on every run of a grid; MLflow nests them under one parent
 TRACKER_RETRY_SECONDS = 30.0  # how often a run tries to bring a tracker that fell behind up to date
-
-
-def resolved_config(run_spec: RunSpec) -> dict[str, Any]:
-    """The resolved spec as written to ``spec.resolved.yaml`` and sent to trackers as the run's config."""
-    sweep = {"sweep_key": run_spec.sweep_key} if run_spec.sweep_key else {}
-    return {"run_key": run_spec.run_key, "grid_point": run_spec.grid_point, **sweep, **run_spec.spec.model_dump(mode="json")}
-
-
-@dataclass(frozen=True)
-class TrackerStart:
-    """What every tracker is told when a run starts, or when a journal is replayed into it later."""
-
-    run_key: str
-    name: str
-    group: str
-    tags: dict[str, str]
-    config: dict[str, Any]
-    params: dict[str, Any]
-
-    @property
-    def arguments(self) -> tuple[str, str, str, dict[str, str], dict[str, Any]]:
-        return self.run_key, self.name, self.group, self.tags, self.config
-
-    @classmethod
-    def of(cls, run_spec: RunSpec, device: str, n_params: int) -> TrackerStart:
-        spec = run_spec.spec
-        tags = {
-            "emergence.spec": spec.name,
-            "emergence.task": spec.task.name,
-            "emergence.level": str(spec.task.level),
-            "emergence.version": __version__,
-        }
-        if commit := git_commit():
-            tags["emergence.git_commit"] = commit
-        if run_spec.sweep_key:
-            tags[SWEEP_TAG] = run_spec.sweep_key
-        tags.update({k: v for tracking in spec.tracking for k, v in tracking.tags.items()})
-        config = resolved_config(run_spec)
-        params = flatten({k: v for k, v in config.items() if k not in ("tracking", "execution", "grid")})
-        params.update({"run.device": device, "run.n_params": n_params})
-        return cls(run_spec.run_key, run_spec.display_name, spec.name, tags, config, params)
-
-
-def tracker_summary(analysis: dict[str, Any]) -> dict[str, Any]:
-    """The run summary trackers show: emergence steps, verdict counts, feature verdicts, top-down rho."""
-    verdicts = analysis["verdicts"]
-    summary: dict[str, Any] = {}
-    for event in analysis["events"]:
-        summary[f"emergence_step/{sanitize_key(event['metric'])}"] = event["step"] if event["step"] is not None else -1
-    counts: dict[str, int] = {}
-    for v in verdicts:
-        counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
-    summary.update({f"verdicts/{k}": n for k, n in counts.items()})
-    for v in analysis["feature_verdicts"]:
-        # One event per run in the common case; with per-level events the last one wins in the summary.
-        prefix = f"feature_verdict/{sanitize_key(v['feature'])}"
-        summary[f"{prefix}/verdict"] = v["verdict"]
-        summary[f"{prefix}/lead_steps"] = v["lead_steps"] if v["lead_steps"] is not None else "none"
-        if v["ablation_drop"] is not None:
-            summary[f"{prefix}/ablation_drop"] = v["ablation_drop"]
-    for family in analysis["top_down"]:
-        if family["spearman_rho"] is not None:
-            summary[f"top_down_rho/{family['family']}"] = family["spearman_rho"]
-    return summary
 
 
 def measure_setup(spec: Spec, task: TaskData, device: torch.device) -> MeasureSetup:
@@ -240,9 +142,6 @@ class Run:
         log.info("resuming %s from step %d", self.run_dir, step)
         return True
 
-    def _resolved_config(self) -> dict[str, Any]:
-        return resolved_config(self.run_spec)
-
     def _start_trackers(self) -> None:
         self.trackers = TrackerFanout(*build_trackers([t.model_dump() for t in self.spec.tracking], self.run_dir))
         start = TrackerStart.of(self.run_spec, str(self.device), count_parameters(self.model))
@@ -256,8 +155,6 @@ class Run:
         if not self.trackers.failed or time.monotonic() - self._last_tracker_retry < TRACKER_RETRY_SECONDS:
             return
         self._last_tracker_retry = time.monotonic()
-        from emergence.sync import replay_journal
-
         journal = self.journal.read()
         for name, tracker in self.trackers.behind():
             try:
@@ -348,7 +245,7 @@ class Run:
 
     def _write_report(self) -> None:
         try:
-            from emergence.report import write_report
+            from emergence.reports import write_report
 
             report = write_report(self.run_dir)
         except Exception:  # noqa: BLE001 - a plotting problem must not lose a finished run
@@ -395,8 +292,7 @@ class Run:
             return self._execute()
 
     def _execute(self) -> RunOutcome:
-        config = self._resolved_config()
-        (self.run_dir / SPEC_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        write_resolved_spec(self.run_dir, self.run_spec)
         self._prepare()
         resumed = self._resume_or_start()
         write_status(self.run_dir, "running", run_key=self.run_spec.run_key, resumed=resumed)
@@ -427,52 +323,6 @@ class Run:
             return self._finish("failed", reason)
         analysis = self._analyze()
         return self._finish("completed", analysis=analysis)
-
-
-def completed_outcome(run_spec: RunSpec, run_dir: Path) -> RunOutcome:
-    """The outcome of a run completed earlier, read back from its directory."""
-    analysis_path = run_dir / ANALYSIS_FILE
-    analysis = json.loads(analysis_path.read_text(encoding="utf-8")) if analysis_path.exists() else {}
-    n_params = (read_status(run_dir) or {}).get("n_params")
-    return RunOutcome(
-        run_spec.run_key, run_dir, "skipped", "already completed", analysis.get("verdicts", []), analysis.get("events", []),
-        analysis, n_params,
-    )
-
-
-LOCK_WAIT_SECONDS = 30.0  # a worker orphaned by a killed sweep needs a few seconds to mark its run interrupted
-
-
-class RunDirectoryLock:
-    """An exclusive lock on a run directory while a process runs it, so that two sweeps started over the
-    same runs (or a sweep and a straggler) never write one run at once. A sweep started right after a
-    killed one waits a little for the old workers to let go. The OS drops the lock when the process dies,
-    so a killed run never leaves a stale one behind."""
-
-    def __init__(self, run_dir: Path, wait_seconds: float | None = None) -> None:
-        self.path = Path(run_dir) / ".lock"
-        self.wait_seconds = LOCK_WAIT_SECONDS if wait_seconds is None else wait_seconds
-        self._handle: Any = None
-
-    def __enter__(self) -> bool:
-        import fcntl
-
-        self._handle = self.path.open("w")
-        deadline = time.monotonic() + self.wait_seconds
-        while True:
-            try:
-                fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    self._handle.close()
-                    self._handle = None
-                    return False
-                time.sleep(0.5)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.close()  # closing releases the lock
 
 
 def run_one(run_spec: RunSpec, progress: ProgressCallback | None = None) -> RunOutcome:

@@ -1,41 +1,26 @@
 """A self-contained HTML summary of one run directory, with the plots ``plots.py`` draws (a sweep's page is
-``sweep_report.py``).
+``sweep_page.py``).
 
-The report reads only what a run leaves on disk (journal, ``analysis.json``, ``verdicts.json``, spec,
-status), so it can be rebuilt for any finished, failed or interrupted run without retraining. Whatever
-is missing is said so on the page rather than raised: a run that failed in its first step still gets a
-page that shows why.
-
+The report reads only what a run leaves on disk (``run_data.py``), so it can be rebuilt for any finished,
+failed or interrupted run without retraining.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from emergence.html_page import CSS, columns, esc, fmt, replace_file, section, table
-from emergence.plots import (
+from emergence.reports.html_page import CSS, columns, esc, fmt, replace_file, section, table
+from emergence.reports.plots import (
     BEHAVIOR_PLOT,
     plot_behavior,
     plot_geometry_families,
     plot_probes,
 )
-from emergence.record import (
-    ANALYSIS_FILE,
-    SPEC_FILE,
-    VERDICTS_FILE,
-    JournalContents,
-    read_journal,
-    read_status,
-)
-
-REPORT_FILE = "report.html"
+from emergence.reports.run_data import RunData, load_run_data
+from emergence.rundir import REPORT_FILE, SPEC_FILE
 
 VERDICT_COLUMNS = (
     "signal",
@@ -58,97 +43,13 @@ KNOWN_VERDICTS = ("precursor", "synchronous", "lagging", "no_signal", "no_emerge
 
 
 
-@dataclass
-class RunData:
-    """Everything the report shows, with ``None`` or empty for whatever the run did not leave behind."""
-
-    run_dir: Path
-    spec_name: str
-    run_key: str
-    status: dict[str, Any] | None
-    spec_text: str | None
-    journal: JournalContents
-    analysis: dict[str, Any] | None
-    verdicts: list[dict[str, Any]]
-    feature_verdicts: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def analysis_list(self, key: str) -> list[dict[str, Any]]:
-        """``analysis.json``'s list under ``key`` (events, collapse, top_down), objects only."""
-        items = (self.analysis or {}).get(key) or []
-        return [item for item in items if isinstance(item, dict)]
-
-
 def write_report(run_dir: Path) -> Path:
     """Write the plots and ``report.html`` into ``run_dir``; return the path of ``report.html``."""
     run_dir = Path(run_dir)
-    data = load_run(run_dir)
+    data = load_run_data(run_dir)
     behavior_plot = plot_behavior(data, run_dir / BEHAVIOR_PLOT)
     plots = ([behavior_plot] if behavior_plot else []) + plot_geometry_families(data, run_dir) + plot_probes(data, run_dir)
     return replace_file(run_dir / REPORT_FILE, render_html(data, plots))
-
-
-# --- loading -------------------------------------------------------------------------------------
-
-
-def load_run(run_dir: Path) -> RunData:
-    notes: list[str] = []
-    spec_text = _read_text(run_dir / SPEC_FILE)
-    spec_name = _spec_name(spec_text) or run_dir.parent.name
-    try:
-        status = read_status(run_dir)
-    except (OSError, json.JSONDecodeError):
-        status = None
-        notes.append("status.json could not be read.")
-    analysis = _read_json(run_dir / ANALYSIS_FILE, notes)
-    if analysis is not None and not isinstance(analysis, dict):
-        notes.append("analysis.json is not an object; ignored.")
-        analysis = None
-    verdicts = _read_json(run_dir / VERDICTS_FILE, notes)
-    if not isinstance(verdicts, list):
-        # verdicts.json is the contract; analysis.json carries the same list, so fall back to it.
-        verdicts = (analysis or {}).get("verdicts") or []
-    return RunData(
-        run_dir=run_dir,
-        spec_name=spec_name,
-        run_key=run_dir.name,
-        status=status,
-        spec_text=spec_text,
-        journal=read_journal(run_dir),
-        analysis=analysis,
-        verdicts=[v for v in verdicts if isinstance(v, dict) and v.get("kind") != "feature"],
-        feature_verdicts=[v for v in verdicts if isinstance(v, dict) and v.get("kind") == "feature"],
-        notes=notes,
-    )
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _read_json(path: Path, notes: list[str]) -> Any:
-    text = _read_text(path)
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        notes.append(f"{path.name} could not be parsed ({error}); ignored.")
-        return None
-
-
-def _spec_name(spec_text: str | None) -> str | None:
-    if not spec_text:
-        return None
-    try:
-        spec = yaml.safe_load(spec_text)
-    except yaml.YAMLError:
-        return None
-    name = spec.get("name") if isinstance(spec, dict) else None
-    return str(name) if name else None
 
 
 # --- HTML ----------------------------------------------------------------------------------------

@@ -10,17 +10,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from emergence.html_page import CSS, Markup, esc, fmt, replace_file, section, table
-from emergence.plots import (
+from emergence.numbers import finite_number
+from emergence.reports.html_page import CSS, Markup, esc, fmt, replace_file, section, table
+from emergence.reports.plots import (
     COLLAPSE_FLOOR_PLOT,
     CONCORDANCE_PLOT,
     PRECURSOR_HEATMAP_PLOT,
-    finite_number,
     plot_collapse_floors,
     plot_concordance,
     plot_precursor_heatmap,
 )
-from emergence.report import REPORT_FILE
+from emergence.rundir import REPORT_FILE
 
 SWEEP_FILE = "sweep.json"
 SWEEP_PLOTS = (PRECURSOR_HEATMAP_PLOT, COLLAPSE_FLOOR_PLOT, CONCORDANCE_PLOT)

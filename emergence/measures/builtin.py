@@ -1,0 +1,181 @@
+"""The built-in measures as the spec and ``emergence ls`` see them: name, implementation, options, cost and
+default cadence, declared here once and readable without importing torch.
+
+The registry imports this module on its first lookup and imports a measure's own module (``geometry.py``,
+``llc.py`` ...) only when a run builds that measure. Each measure class names its declaration
+(``class LLC(Measure, declared="llc")``) and takes its name, options, cost and cadence from it. A plugin
+measure needs none of this: its class carries the same attributes itself (see ``base.Measure``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, PositiveInt, field_validator, model_validator
+
+from emergence import registry
+from emergence.measures.base import MeasureDeclaration, MeasureOptions
+
+# -- options, one model per family ------------------------------------------------------------------
+
+
+class GeometryOptions(MeasureOptions):
+    sites: list[Literal["embed", "resid_pre", "resid_mid", "resid_post"]] = Field(default_factory=lambda: ["resid_post"])
+    layers: Literal["all"] | list[int] = "all"
+    position: Literal["last_input", "answer", "mean"] = Field(
+        "last_input", description="answer: one value per answer position, keys end in /P{j}"
+    )
+
+
+# spectral_edge's "auto" projects only above this many selected parameters: below it W * P float32 deltas
+# are <= 80 MB at W = 10 and the exact Gram costs a few W * P multiply-adds, so projecting would only add error.
+AUTO_PROJECTION_MIN_PARAMETERS = 2_000_000
+
+
+class SpectralEdgeOptions(MeasureOptions):
+    parameters: Literal["all", "attention"] | list[str] = Field(
+        "all", description="all; attention (attention weight matrices only); or a list of name prefixes"
+    )
+    window: int = Field(10, ge=3, description="W: update vectors in the window (>= 3 for sigma2/sigma3)")
+    projection_dim: Literal["auto"] | PositiveInt | None = Field(
+        None, description=f"null: exact; int: Gaussian projection to d dims; auto: 10 * W when P > {AUTO_PROJECTION_MIN_PARAMETERS}"
+    )
+    adiabatic_transition_at: float = Field(0.5, gt=0, description="A below this: band 0 (plateau-like)")
+    adiabatic_unstable_at: float = Field(2.0, gt=0, description="A above this: band 2 (unstable)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpectralEdgeOptions:
+        if self.adiabatic_transition_at >= self.adiabatic_unstable_at:
+            raise ValueError("adiabatic_transition_at must be below adiabatic_unstable_at")
+        if isinstance(self.parameters, list) and not self.parameters:
+            raise ValueError("parameters: give at least one prefix, or 'all'")
+        return self
+
+
+class GradientOptions(MeasureOptions):
+    n_examples: PositiveInt | None = Field(None, description="diagnostic examples used; null = all of them")
+    chunk_size: PositiveInt = Field(32, description="examples per vmap call: bounds activation memory")
+
+
+class GradCovOptions(GradientOptions):
+    parameters: Literal["first"] | list[str] = Field(
+        "first", description="first: the first max_parameters scalars in named_parameters() order; or parameter-name prefixes"
+    )
+    max_parameters: PositiveInt | None = Field(50_000, description="at most this many scalars, in order; null = no cap")
+
+
+class CurvatureOptions(MeasureOptions):
+    batch_size: int = Field(256, gt=0, description="training examples in the fixed batch (all of them if fewer)")
+    parameters: Literal["all"] | Annotated[list[str], Field(min_length=1)] = Field(
+        "all", description="'all' or parameter-name prefixes, matched at '.' boundaries against any alias name"
+    )
+
+
+class HessianTopOptions(CurvatureOptions):
+    max_iterations: int = Field(20, gt=0, description="Lanczos steps (Hessian-vector products) at most")
+    tolerance: float = Field(1e-3, gt=0, description="stop once the estimated relative residual is below this")
+
+
+class HessianTraceOptions(CurvatureOptions):
+    n_probes: int = Field(20, ge=2, description="Rademacher probes; two at least, for a standard error")
+
+
+class ProbeOptions(MeasureOptions):
+    features: list[str] | None = Field(
+        None, description="feature families (carry, queue) or single components (queue/A); null: every feature of the task"
+    )
+    site: Literal["resid_pre", "resid_mid", "resid_post"] = "resid_post"
+    layers: Literal["all"] | list[int] = "all"
+    fit_size: PositiveInt = Field(2000, description="fresh examples the probes are fitted on")
+    held_out_size: PositiveInt = Field(500, description="fresh examples the probes are scored on")
+    C: float = Field(100.0, gt=0, description="inverse L2 strength of the logistic regression (the study's C = 100)")
+    max_iter: PositiveInt = 200
+    max_classes: PositiveInt = Field(32, description="labels with more distinct values are probed by linear regression")
+
+
+class AblationOptions(ProbeOptions):
+    features: list[str] = Field(..., min_length=1, description="binary feature families (carry, queue) or components to ablate")  # type: ignore[assignment]
+    at: Literal["end", "schedule"] = Field("end", description="end: once, at the last step; schedule: at every call")
+    n_controls: PositiveInt = Field(5, description="random-direction control draws")
+    n_bootstrap: PositiveInt = 1000
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+    @field_validator("features")
+    @classmethod
+    def _distinct(cls, features: list[str]) -> list[str]:
+        if len(set(features)) != len(features):
+            raise ValueError(f"features repeat: {features}")
+        return features
+
+
+class LLCOptions(MeasureOptions):
+    n_examples: int = Field(1024, gt=0, description="training examples in the fixed subset (all of them if fewer)")
+    batch_size: int = Field(256, gt=0, description="SGLD minibatch size")
+    lr: float = Field(1e-4, gt=0, description="SGLD step size epsilon")
+    localization: float = Field(100.0, ge=0, description="gamma, the pull towards the current weights")
+    nbeta: float | None = Field(
+        None, gt=0, description="inverse temperature n*beta; unset: devinterp's default_nbeta(batch) = m / log m"
+    )
+    num_chains: int = Field(4, gt=0)
+    num_draws: int = Field(100, ge=2)
+    num_burnin_steps: int = Field(50, ge=0)
+    rise_tolerance: float = Field(
+        0.1, ge=0, description="unreliable when the loss climbs more than this fraction of the excess loss after burn-in"
+    )
+
+
+# -- the built-in measures ------------------------------------------------------------------------
+
+BUILTIN_MEASURES: tuple[MeasureDeclaration, ...] = (
+    MeasureDeclaration(
+        "rankme", "emergence.measures.geometry:RankMe", GeometryOptions, "cheap", None,
+        "RankMe of residual-stream activations: exp of the entropy of the normalised singular values",
+    ),
+    MeasureDeclaration(
+        "participation_ratio", "emergence.measures.geometry:ParticipationRatio", GeometryOptions, "cheap", None,
+        "participation ratio of residual-stream activations: (sum of eigenvalues)^2 / sum of squares, centred covariance",
+    ),
+    MeasureDeclaration(
+        "stable_rank", "emergence.measures.geometry:StableRank", GeometryOptions, "cheap", None,
+        "stable rank of residual-stream activations: squared Frobenius over squared spectral norm",
+    ),
+    MeasureDeclaration(
+        "spectral_edge", "emergence.measures.spectral:SpectralEdge", SpectralEdgeOptions, "cheap", None,
+        "gap structure of the last W parameter updates; keys under spectral/",
+    ),
+    MeasureDeclaration(
+        "fisher_rank", "emergence.measures.gradients:FisherRank", GradientOptions, "moderate", 100,
+        "RankMe of sqrt eig(g g^T / n), g the per-example answer log-likelihood gradients (all parameters)",
+    ),
+    MeasureDeclaration(
+        "grad_cov_rank", "emergence.measures.gradients:GradCovRank", GradCovOptions, "moderate", 100,
+        "the same on gradients centred over examples, restricted to a parameter subset",
+    ),
+    MeasureDeclaration(
+        "hessian_top", "emergence.measures.curvature:HessianTop", HessianTopOptions, "expensive", 500,
+        "largest Hessian eigenvalue of the training loss on a fixed batch, by Lanczos",
+    ),
+    MeasureDeclaration(
+        "hessian_trace", "emergence.measures.curvature:HessianTrace", HessianTraceOptions, "expensive", 500,
+        "Hessian trace of the training loss on a fixed batch, by Hutchinson's estimator",
+    ),
+    MeasureDeclaration(
+        "probe", "emergence.measures.probes:Probe", ProbeOptions, "moderate", 100,
+        "linear probes for the task's features per layer and answer position, against the untrained model",
+    ),
+    MeasureDeclaration(
+        "ablation", "emergence.measures.ablation:Ablation", AblationOptions, "expensive", None,
+        "exact match with each feature's probe directions removed, against random-direction controls",
+    ),
+    MeasureDeclaration(
+        "llc", "emergence.measures.llc:LLC", LLCOptions, "expensive", 1000,
+        "local learning coefficient by SGLD (devinterp's update rule) on a fixed training subset",
+    ),
+)
+
+for _declaration in BUILTIN_MEASURES:
+    registry.measures.declare(_declaration.name, _declaration.implementation, _declaration)
+
+# The modules that implement the built-ins, for a process that will build measures and wants them imported in
+# advance (a pool's fork server), since the registry imports each one only when a run first builds it.
+IMPLEMENTATION_MODULES: tuple[str, ...] = tuple(dict.fromkeys(d.implementation.partition(":")[0] for d in BUILTIN_MEASURES))

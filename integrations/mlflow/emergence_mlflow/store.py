@@ -1,0 +1,118 @@
+"""Which MLflow store a reference names, and where an emergence run keeps its things in that store.
+
+The names of the tags, metrics and artifacts an emergence run writes (``tracker.py``) are the names
+``reading.py`` looks for when it reads runs back, so both take them from here; imports run one way:
+``tracker`` -> ``reading`` -> ``store``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from mlflow.environment_variables import MLFLOW_TRACKING_URI
+from sqlalchemy.engine import make_url
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "emergence"
+
+# -- what an emergence run writes ------------------------------------------------------------------------
+
+RUN_KEY_TAG = "emergence.run_key"
+GROUP_TAG = "emergence.group"
+SWEEP_TAG = "emergence.sweep"  # the core's sweep key, on every run of a grid and on their parent
+SWEEP_PARENT_TAG = "emergence.sweep_parent"
+SWEEP_SIZE_TAG = "emergence.sweep_size"
+PARENT_RUN_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
+SUMMARY_TAG_PREFIX = "emergence.summary."
+SUMMARY_METRIC_PREFIX = "summary/"
+RESOLVED_SPEC_ARTIFACT = "spec.resolved.json"
+TABLES_DIR = "tables"
+VERDICT_TABLES = ("verdicts", "feature_verdicts")  # the tables whose rows are a run's verdicts
+
+# MLflow 3's UI sorts experiments into GenAI ones (traces, "Evaluations") and classic model training by
+# this experiment tag, and shows an experiment without it as GenAI. MLflow's Python package has no
+# constant for it (only its UI bundle has, as the ExperimentKind enum), so the names are spelt out here.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"
+
+# -- which references name an MLflow store ---------------------------------------------------------------
+
+# Tracking URI schemes MLflow's own tracking stores answer to; the database ones may name a driver
+# (``postgresql+psycopg2://``), and ``databricks`` may stand alone or name a profile (``databricks://p``).
+TRACKING_URI_SCHEMES = frozenset({"sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks"})
+RUN_URI_PREFIX = "runs:/"  # runs:/<run_id>[/<artifact path>]
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
+
+
+def is_mlflow_reference(source: str) -> bool:
+    """Whether ``source`` is an MLflow tracking URI (``sqlite:///mlflow.db``, ``http://host:5000``,
+    ``databricks`` ...) or a ``runs:/<run_id>`` reference. Judged by its spelling only: nothing is opened.
+    A plain path (``runs/tiny``, ``C:\\runs``) is not one."""
+    source = source.strip()
+    if source == "databricks" or source.startswith(RUN_URI_PREFIX):
+        return True
+    match = _SCHEME.match(source)
+    if match is None or len(match["scheme"]) == 1:  # one letter: a Windows drive
+        return False
+    return match["scheme"].split("+", 1)[0].lower() in TRACKING_URI_SCHEMES
+
+
+def run_id_of(ref: str) -> str:
+    """The run id in ``<run_id>`` or ``runs:/<run_id>[/<artifact path>]``."""
+    ref = ref.strip()
+    if ref.startswith(RUN_URI_PREFIX):
+        ref = ref.removeprefix(RUN_URI_PREFIX).lstrip("/").split("/", 1)[0]
+    if not ref or "/" in ref:
+        raise LookupError(f"{ref!r} is not an MLflow run id (give <run_id> or runs:/<run_id>)")
+    return ref
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """The spec's ``tracking_uri``; else ``$MLFLOW_TRACKING_URI``; else a SQLite file in the cwd.
+
+    The default is made absolute now so that a later ``chdir`` cannot move the store.
+    """
+    if configured:
+        return configured
+    from_env = MLFLOW_TRACKING_URI.get()
+    if from_env:
+        return from_env
+    return "sqlite:///" + str(Path("mlflow.db").absolute())
+
+
+def sqlite_artifact_location(tracking_uri: str) -> str | None:
+    """``<directory of the SQLite file>/mlruns`` for a SQLite store, else None (the server decides).
+
+    Left to itself MLflow puts a SQLite store's artifacts in ``./mlruns`` of whatever directory the
+    process happens to run in, so the database and its artifacts drift apart. Keeping them side by
+    side matches ``mlflow ui`` run next to the default ``mlflow.db``.
+    """
+    database = _sqlite_database(tracking_uri)
+    if database is None:
+        return None
+    return (Path(database).absolute().parent / "mlruns").as_uri()
+
+
+def missing_local_store(tracking_uri: str) -> Path | None:
+    """The file a SQLite store, or the folder a file store, would be at when it is not there (else None).
+
+    Reading must not open such a URI: MLflow would create (and migrate) an empty store at a mistyped path.
+    """
+    database = _sqlite_database(tracking_uri)
+    if database is not None:
+        return None if Path(database).exists() else Path(database)
+    if tracking_uri.startswith("file:"):
+        folder = Path(unquote(urlsplit(tracking_uri).path))
+        return None if folder.exists() else folder
+    return None
+
+
+def _sqlite_database(tracking_uri: str) -> str | None:
+    if not tracking_uri.startswith("sqlite"):
+        return None
+    url = make_url(tracking_uri)
+    if not url.database or url.database == ":memory:":
+        return None
+    return url.database
