@@ -23,7 +23,6 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Literal, Protocol
 
 from emergence import registry
-from emergence.measures.builtin import IMPLEMENTATION_MODULES
 from emergence.record import Journal
 from emergence.rundir import RunOutcome, run_directory, write_status
 from emergence.spec.grid import RunSpec
@@ -33,9 +32,7 @@ log = logging.getLogger(__name__)
 
 # The run engine (torch, TransformerLens) is imported by the fork server once, not by this module: naming an
 # executor, as `emergence validate` does, must not cost the seconds those imports take.
-FORKSERVER_PRELOAD = [
-    "emergence.runner", "emergence.executors", "emergence.analysis", "emergence.reports", *IMPLEMENTATION_MODULES
-]
+FORKSERVER_PRELOAD = ["emergence.runner", "emergence.executors", "emergence.analysis", "emergence.reports"]
 STEP_MESSAGE_SECONDS = 0.5  # at most this often a running run reports its step (measurements always)
 PARENT_CHECK_SECONDS = 2.0  # a pool worker whose sweep process died stops within this long
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from emergence.rundir import RunOutcome, run_directory
     from emergence.spec.grid import RunSpec
     from emergence.spec.schema import ExecutionSpec
-    from emergence.tasks.base import Example, Split, Task, TaskData, TaskInputError, Vocab
+    from emergence.tasks.base import EOS, PAD, Example, Split, Task, TaskData, TaskInputError, Vocab
     from emergence.tracking import (
         RUN_RECORD_FIELDS,
         ForgetsRuns,
@@ -47,6 +47,8 @@ _PUBLIC = {
     "Split": "emergence.tasks.base",
     "TaskData": "emergence.tasks.base",
     "TaskInputError": "emergence.tasks.base",
+    "EOS": "emergence.tasks.base",
+    "PAD": "emergence.tasks.base",
     # measures
     "Measure": "emergence.measures.base",
     "MeasureOptions": "emergence.measures.base",
@@ -85,7 +87,7 @@ _PUBLIC = {
 }
 
 __all__ = [
-    "RUN_RECORD_FIELDS", "CaptureRequest", "Cost", "Example", "ExecutionSpec", "Executor", "ExecutorUnavailable",
+    "EOS", "PAD", "RUN_RECORD_FIELDS", "CaptureRequest", "Cost", "Example", "ExecutionSpec", "Executor", "ExecutorUnavailable",
     "ForgetsRuns", "Measure", "MeasureContext", "MeasureOptions", "MeasureSetup", "Position", "ProgressSink",
     "Registry", "RunMessage", "RunOutcome", "RunReader", "RunSpec", "Site", "Split", "SweepParent", "SweepSummary",
     "Task", "TaskData", "TaskInputError", "Tracker", "UnknownNameError", "Vocab", "executors", "measures",

@@ -6,6 +6,7 @@ The run directory is the durable truth. A rerun of the same resolved spec finds 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 import traceback
@@ -19,6 +20,7 @@ from emergence.analysis import analyze, write_analysis
 from emergence.capture import capture
 from emergence.measures import Measure, MeasureContext, MeasureSetup
 from emergence.measures.behavior import behavior_values
+from emergence.measures.builtin import IMPLEMENTATION_MODULES
 from emergence.models import build_model, count_parameters, resolve_device
 from emergence.record import Journal
 from emergence.rundir import (
@@ -55,6 +57,12 @@ from emergence.train import (
 from emergence.version import __version__
 
 log = logging.getLogger(__name__)
+
+# The registry imports a built-in measure's module only when a run first builds it, so that validating a spec
+# needs no torch. The run engine imports them all up front instead: a worker (a pool's fork server, a Ray
+# task) that has imported this module is ready to run, and no run pays for sklearn or devinterp midway.
+for _module in IMPLEMENTATION_MODULES:
+    importlib.import_module(_module)
 
 TRAIN_EVAL_SIZE = 256
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import emergence.runner  # noqa: F401  the run engine, imported with this module: see below
 from emergence.executors import ExecutorUnavailable, ProgressSink, RunMessage, record_failure, run_in_worker
 from emergence.rundir import RunOutcome, run_directory
 from emergence.spec.grid import RunSpec
@@ -31,6 +32,10 @@ from emergence.spec.schema import ExecutionSpec
 from emergence_ray.progress import InboxSender, ProgressInbox
 
 log = logging.getLogger(__name__)
+
+# Ray workers import the module of a remote function as soon as it is exported to them, before their first
+# task; importing the run engine (torch, TransformerLens, the measures) here makes that the moment a worker
+# pays for it, so a task starts its run at once. `emergence validate` and `ls` never import this module.
 
 WAIT_SECONDS = 0.2  # how often the driver relays progress while runs go on
 PROBE_SECONDS = 5.0  # how long a cluster address may take to accept a connection before it counts as unreachable
