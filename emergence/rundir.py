@@ -79,20 +79,36 @@ def read_run_spec(run_dir: Path) -> RunSpec:
     )
 
 
-def read_analysis(run_dir: Path) -> dict[str, Any]:
+def read_analysis(run_dir: Path, notes: list[str] | None = None) -> dict[str, Any]:
     """``analysis.json`` (events, collapse, top-down, verdicts, feature verdicts), or ``{}`` when the run
-    has not been analysed (no file yet, or one torn by a process killed while writing it)."""
-    try:
-        analysis = json.loads((Path(run_dir) / ANALYSIS_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return analysis if isinstance(analysis, dict) else {}
+    has not been analysed (no file yet, or one torn by a process killed while writing it: said in ``notes``)."""
+    return _read_json(Path(run_dir) / ANALYSIS_FILE, dict, notes) or {}
 
 
-def read_verdicts(run_dir: Path) -> list[dict[str, Any]]:
+def read_verdicts(run_dir: Path, notes: list[str] | None = None) -> list[dict[str, Any]]:
     """``verdicts.json``: every signal verdict then every feature verdict, or ``[]`` before the analysis."""
-    path = Path(run_dir) / VERDICTS_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    return _read_json(Path(run_dir) / VERDICTS_FILE, list, notes) or []
+
+
+def _read_json(path: Path, shape: type, notes: list[str] | None) -> Any:
+    """The JSON value in ``path`` if it has ``shape``; None when the file is missing, and None with a line in
+    ``notes`` when it cannot be read, is not JSON, or holds something else."""
+    problem = None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        problem = f"{path.name} could not be read ({error}); ignored."
+    except json.JSONDecodeError as error:
+        problem = f"{path.name} could not be parsed ({error}); ignored."
+    else:
+        if isinstance(value, shape):
+            return value
+        problem = f"{path.name} is not {'an object' if shape is dict else 'a list'}; ignored."
+    if notes is not None:
+        notes.append(problem)
+    return None
 
 
 def write_status(run_dir: Path, state: str, **details: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from emergence.record import JournalContents, read_journal
-from emergence.rundir import ANALYSIS_FILE, SPEC_FILE, VERDICTS_FILE, read_status
+from emergence.rundir import SPEC_FILE, read_analysis, read_status, read_verdicts
 
 
 @dataclass
@@ -51,14 +51,9 @@ def load_run_data(run_dir: Path) -> RunData:
     except (OSError, json.JSONDecodeError):
         status = None
         notes.append("status.json could not be read.")
-    analysis = _read_json(run_dir / ANALYSIS_FILE, notes)
-    if analysis is not None and not isinstance(analysis, dict):
-        notes.append("analysis.json is not an object; ignored.")
-        analysis = None
-    verdicts = _read_json(run_dir / VERDICTS_FILE, notes)
-    if not isinstance(verdicts, list):
-        # verdicts.json is the contract; analysis.json carries the same list, so fall back to it.
-        verdicts = (analysis or {}).get("verdicts") or []
+    analysis = read_analysis(run_dir, notes) or None
+    # verdicts.json is the contract; analysis.json carries the same list, so fall back to it.
+    verdicts = read_verdicts(run_dir, notes) or (analysis or {}).get("verdicts") or []
     return RunData(
         run_dir=run_dir,
         spec_name=spec_name,
@@ -77,17 +72,6 @@ def _read_text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _read_json(path: Path, notes: list[str]) -> Any:
-    text = _read_text(path)
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        notes.append(f"{path.name} could not be parsed ({error}); ignored.")
         return None
 
 
