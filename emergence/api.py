@@ -3,15 +3,12 @@ calls. Each imports the heavy parts (torch, the run engine, plugins) only when i
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from emergence.rundir import JOURNAL_FILE, RunOutcome, RunResult, is_run_directory, read_run_result
 from emergence.spec import RunSpec, expand, raw_spec, resolve
-
-log = logging.getLogger(__name__)
 
 SpecSource = str | Path | Mapping[str, Any]
 
