@@ -16,21 +16,18 @@ from typing import Any
 import torch
 
 from emergence import registry
-from emergence.analysis import analyze, write_analysis
-from emergence.capture import capture
-from emergence.measures import Measure, MeasureContext, MeasureSetup
+from emergence.capture import CaptureRequest, capture
+from emergence.measures import Measure, MeasureSetup
 from emergence.measures.behavior import behavior_values
 from emergence.measures.builtin import IMPLEMENTATION_MODULES
 from emergence.models import build_model, count_parameters, resolve_device
-from emergence.record import Journal
+from emergence.recorder import RunRecorder
 from emergence.rundir import (
     CHECKPOINT_DIR,
-    SPEC_FILE,
     RunDirectoryLock,
     RunOutcome,
     completed_outcome,
     read_status,
-    run_directory,
     write_resolved_spec,
     write_status,
 )
@@ -38,14 +35,6 @@ from emergence.schedule import MeasurementSchedule
 from emergence.spec.grid import RunSpec
 from emergence.spec.schema import Spec
 from emergence.tasks import TaskData, build_task
-from emergence.tracking import (
-    TrackerFanout,
-    TrackerStart,
-    build_trackers,
-    replay_journal,
-    sanitize_key,
-    tracker_summary,
-)
 from emergence.train import (
     StepResult,
     Trainer,
@@ -67,9 +56,6 @@ for _module in IMPLEMENTATION_MODULES:
 TRAIN_EVAL_SIZE = 256
 
 ProgressCallback = Callable[[StepResult, Mapping[str, float]], None]
-
-
-TRACKER_RETRY_SECONDS = 30.0  # how often a run tries to bring a tracker that fell behind up to date
 
 
 def measure_setup(spec: Spec, task: TaskData, device: torch.device) -> MeasureSetup:
@@ -107,12 +93,11 @@ class Run:
     def __init__(self, run_spec: RunSpec, progress: ProgressCallback | None = None) -> None:
         self.run_spec = run_spec
         self.spec = run_spec.spec
-        self.run_dir = run_directory(run_spec)
+        self.recorder = RunRecorder(run_spec)
+        self.run_dir = self.recorder.run_dir
+        self.journal = self.recorder.journal
         self.progress = progress
-        self.journal = Journal(self.run_dir)
-        self.trackers = TrackerFanout([])
         self._recent_losses: list[float] = []
-        self._last_tracker_retry = time.monotonic()
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -150,30 +135,6 @@ class Run:
         log.info("resuming %s from step %d", self.run_dir, step)
         return True
 
-    def _start_trackers(self) -> None:
-        self.trackers = TrackerFanout(*build_trackers([t.model_dump() for t in self.spec.tracking], self.run_dir))
-        start = TrackerStart.of(self.run_spec, str(self.device), count_parameters(self.model))
-        self._tracker_start = start
-        self.trackers.start(*start.arguments)
-        self.trackers.log_params(start.params)
-
-    def _catch_up_trackers(self) -> None:
-        """Every ``TRACKER_RETRY_SECONDS``, replay the journal so far into each tracker that fell behind; one
-        that takes the whole replay is back in the fan-out (an MLflow server that came back, say)."""
-        if not self.trackers.failed or time.monotonic() - self._last_tracker_retry < TRACKER_RETRY_SECONDS:
-            return
-        self._last_tracker_retry = time.monotonic()
-        journal = self.journal.read()
-        for name, tracker in self.trackers.behind():
-            try:
-                replay_journal(tracker, self._tracker_start, journal)
-            except Exception as error:  # noqa: BLE001 - still away: try again later
-                log.info("tracker %s is still behind (%s)", name, error)
-                continue
-            self.trackers.revive(name)
-            self.journal.append_event("tracker_caught_up", tracker=name, step=self.trainer.step)
-            log.warning("tracker %s caught up from the journal", name)
-
     # -- the loop ------------------------------------------------------------------------------
 
     def _measure(self, step: int) -> dict[str, float]:
@@ -187,28 +148,11 @@ class Run:
         values.update(behavior_values(self.model, self.train_eval, "train", self.device, spec.training.autocast))
         values["cost/behavior"] = time.perf_counter() - started
         due = [m for m, every in self.measures if self.schedule.due(step, every)]
-        if due:
-            started = time.perf_counter()
-            requests = [r for m in due for r in m.needs()]
-            _, activations = capture(self.model, self.task.diagnostic, requests, self.device)
-            values["cost/capture"] = time.perf_counter() - started
-            context = MeasureContext(step=step, model=self.model, activations=activations, lr=self.trainer.lr)
-            for measure in due:
-                started = time.perf_counter()
-                try:
-                    values.update(measure.compute(context))
-                except Exception as error:  # noqa: BLE001 - a measure failure is never a run failure
-                    log.warning("measure %s failed at step %d: %s", measure.name, step, error)
-                    self.journal.append_event("measure_failed", step=step, measure=measure.name, error=repr(error))
-                values[f"cost/{measure.name}"] = time.perf_counter() - started
-            for name, (columns, rows) in context.tables.items():
-                self.journal.append_table(name, columns, rows, step=step)
-                self.trackers.log_table(name, columns, rows, step=step)
-        values = {sanitize_key(k): float(v) for k, v in values.items()}
-        self.journal.append_values(step, values)
-        self.trackers.log_metrics(values, step)
-        self._catch_up_trackers()
-        return values
+
+        def capture_activations(requests: list[CaptureRequest]) -> dict[CaptureRequest, torch.Tensor]:
+            return capture(self.model, self.task.diagnostic, requests, self.device)[1]
+
+        return self.recorder.measure(step, due, capture_activations, self.model, self.trainer.lr, values)
 
     def _measures_by_key(self) -> dict[str, Measure]:
         """Each measure under its place and name in the spec, so two of the same kind keep their own state."""
@@ -236,53 +180,13 @@ class Run:
 
     # -- the end -------------------------------------------------------------------------------
 
-    def _analyze(self) -> dict[str, Any]:
-        analysis = analyze(
-            self.journal.read(), self.spec.analysis, self.task.chance_exact_match, self.spec.schedule.every, self.task.level_chance
-        )
-        write_analysis(self.run_dir, analysis)
-        verdicts = analysis["verdicts"]
-        for table, entries in (("verdicts", verdicts), ("feature_verdicts", analysis["feature_verdicts"])):
-            if entries:
-                columns = list(entries[0])
-                rows = [[v[c] for c in columns] for v in entries]
-                self.journal.append_table(table, columns, rows)
-                self.trackers.log_table(table, columns, rows)
-        self.trackers.set_summary(tracker_summary(analysis))
-        return analysis
-
-    def _write_report(self) -> None:
-        try:
-            from emergence.reports import write_report
-
-            report = write_report(self.run_dir)
-        except Exception:  # noqa: BLE001 - a plotting problem must not lose a finished run
-            log.exception("could not write the report for %s", self.run_dir)
-            return
-        self.trackers.log_artifact(report, "report")
-        for png in sorted(self.run_dir.glob("*.png")):
-            self.trackers.log_artifact(png, "report")
-
     def _finish(
         self, state: str, reason: str | None = None, analysis: dict[str, Any] | None = None, tracker_status: str | None = None
     ) -> RunOutcome:
-        details: dict[str, Any] = {"run_key": self.run_spec.run_key, "step": getattr(getattr(self, "trainer", None), "step", None)}
+        details: dict[str, Any] = {"step": getattr(getattr(self, "trainer", None), "step", None)}
         if hasattr(self, "model"):
             details["n_params"] = count_parameters(self.model)
-        if reason:
-            details["reason"] = reason
-        if self.trackers.failed:
-            details["trackers_behind"] = self.trackers.failed
-        write_status(self.run_dir, state, **details)
-        self._write_report()
-        self.trackers.log_artifact(self.run_dir / SPEC_FILE, None)
-        self.trackers.log_artifact(self.journal.path, None)  # every value, table and event: the run's record
-        self.trackers.finish(tracker_status or state)
-        analysis = analysis or {}
-        return RunOutcome(
-            self.run_spec.run_key, self.run_dir, state, reason, analysis.get("verdicts", []), analysis.get("events", []),
-            analysis, details.get("n_params"),
-        )
+        return self.recorder.finish(state, reason, analysis, tracker_status, **details)
 
     def execute(self) -> RunOutcome:
         status = read_status(self.run_dir)
@@ -312,7 +216,7 @@ class Run:
             version=__version__,
             from_step=self.trainer.step,
         )
-        self._start_trackers()
+        self.recorder.start_trackers(str(self.device), count_parameters(self.model))
         try:
             self._train(resumed)
         except TrainingDiverged as error:
@@ -329,7 +233,7 @@ class Run:
             log.exception("run %s failed at step %d", self.run_spec.display_name, self.trainer.step)
             self.journal.append_event("failed", step=self.trainer.step, reason=reason, traceback=traceback.format_exc())
             return self._finish("failed", reason)
-        analysis = self._analyze()
+        analysis = self.recorder.analyze(self.task.chance_exact_match, self.task.level_chance)
         return self._finish("completed", analysis=analysis)
 
 

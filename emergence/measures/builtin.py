@@ -20,7 +20,11 @@ from emergence.measures.base import MeasureDeclaration, MeasureOptions
 
 
 class GeometryOptions(MeasureOptions):
-    sites: list[Literal["embed", "resid_pre", "resid_mid", "resid_post"]] = Field(default_factory=lambda: ["resid_post"])
+    sites: list[str] = Field(
+        default_factory=lambda: ["resid_post"],
+        description="trained runs: embed, resid_pre, resid_mid, resid_post; a Monitor: module paths, globs allowed "
+        "(transformer.h.*), or those names on a TransformerLens model",
+    )
     layers: Literal["all"] | list[int] = "all"
     position: Literal["last_input", "answer", "mean"] = Field(
         "last_input", description="answer: one value per answer position, keys end in /P{j}"

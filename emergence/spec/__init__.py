@@ -6,9 +6,18 @@ from pathlib import Path
 from typing import Any
 
 from emergence.spec.grid import RunSpec, expand
-from emergence.spec.identity import run_key
-from emergence.spec.load import SpecError, SpecProblem, apply_overrides, load_raw, load_spec, validate
-from emergence.spec.schema import Spec
+from emergence.spec.identity import monitor_run_key, run_key
+from emergence.spec.load import (
+    SpecError,
+    SpecProblem,
+    apply_overrides,
+    is_monitor_spec,
+    load_raw,
+    load_spec,
+    validate,
+    validate_monitor,
+)
+from emergence.spec.schema import MonitorSpec, Spec
 
 MAPPING_SOURCE = "<spec>"  # how errors name a spec given as a mapping rather than a file
 
@@ -26,4 +35,20 @@ def resolve(spec: str | Path | Mapping[str, Any], overrides: list[str] | None = 
     return expand(*raw_spec(spec, overrides))
 
 
-__all__ = ["RunSpec", "Spec", "SpecError", "SpecProblem", "expand", "load_raw", "raw_spec", "load_spec", "resolve", "run_key", "validate"]
+DEFAULT_RUN_NAME = "default"
+
+
+def resolve_monitor(
+    spec: str | Path | Mapping[str, Any], overrides: list[str] | None = None, run_name: str = DEFAULT_RUN_NAME
+) -> RunSpec:
+    """A monitor spec (``kind: monitor``) + overrides, for the run its user calls ``run_name``: the same
+    spec and name are the same run (directory, tracker runs), whatever process drives it."""
+    raw, source = raw_spec(spec, overrides)
+    monitor = validate_monitor(raw, source)
+    return RunSpec(spec=monitor, run_key=monitor_run_key(monitor, run_name), source=source, grid_point={"run_name": run_name})  # type: ignore[arg-type]
+
+
+__all__ = [
+    "DEFAULT_RUN_NAME", "MonitorSpec", "RunSpec", "Spec", "SpecError", "SpecProblem", "expand", "is_monitor_spec",
+    "load_raw", "load_spec", "raw_spec", "resolve", "resolve_monitor", "run_key", "validate", "validate_monitor",
+]

@@ -6,13 +6,15 @@ import hashlib
 import json
 from typing import Any
 
-from emergence.spec.schema import NON_RESULT_FIELDS, Spec
+from pydantic import BaseModel
+
+from emergence.spec.schema import NON_RESULT_FIELDS, MonitorSpec, Spec
 
 # Bump when the canonical form changes on purpose; old run keys then stop matching, visibly.
 RUN_KEY_VERSION = 1
 
 
-def canonical_form(spec: Spec) -> str:
+def canonical_form(spec: Spec | BaseModel) -> str:
     # A model preset is only a name for the shape it expanded to; the shape is in the form already.
     excluded: dict[str, Any] = {name: True for name in NON_RESULT_FIELDS} | {"model": {"preset"}}
     resolved = spec.model_dump(mode="json", exclude=excluded)
@@ -22,6 +24,12 @@ def canonical_form(spec: Spec) -> str:
 def run_key(spec: Spec) -> str:
     digest = hashlib.sha256(f"emergence-run-key-v{RUN_KEY_VERSION}\n{canonical_form(spec)}".encode()).hexdigest()
     return digest[:12]
+
+
+def monitor_run_key(spec: MonitorSpec, run_name: str) -> str:
+    """A monitored run is its monitor spec plus the name its user gives it: the same name reattaches."""
+    form = f"emergence-monitor-v{RUN_KEY_VERSION}\n{run_name}\n{canonical_form(spec)}"
+    return hashlib.sha256(form.encode()).hexdigest()[:12]
 
 
 def sweep_key(run_keys: list[str]) -> str:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from emergence.registry import did_you_mean
-from emergence.spec.schema import FieldError, MeasureOptionsError, Spec
+from emergence.spec.schema import FieldError, MeasureOptionsError, MonitorSpec, Spec
 
 
 class _NotGiven:
@@ -136,8 +136,8 @@ def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = Spec
+def _model_at(loc: tuple[Any, ...], schema: type[BaseModel]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = schema
     for part in loc:
         if model is None:
             return None
@@ -150,7 +150,7 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _describe(error: dict[str, Any]) -> list[SpecProblem]:
+def _describe(error: dict[str, Any], schema: type[BaseModel]) -> list[SpecProblem]:
     loc, kind = tuple(error["loc"]), error["type"]
     context = error.get("ctx") or {}
     if kind == "value_error" and isinstance(context.get("error"), MeasureOptionsError):
@@ -159,7 +159,7 @@ def _describe(error: dict[str, Any]) -> list[SpecProblem]:
     if kind == "value_error" and isinstance(context.get("error"), FieldError):
         inner_error = context["error"]
         return [SpecProblem(dotted(loc + tuple(inner_error.path.split("."))), str(inner_error))]
-    parent = _model_at(loc[:-1])
+    parent = _model_at(loc[:-1], schema)
     allowed = sorted(parent.model_fields) if parent is not None else []
     return [_problem(loc, error, allowed)]
 
@@ -187,13 +187,39 @@ def _problem(loc: tuple[Any, ...], error: dict[str, Any], allowed_fields: list[s
 
 
 def validate(raw: dict[str, Any], source: str) -> Spec:
+    """A spec that ``emergence run`` trains; a monitor spec (``kind: monitor``) is refused with the way to use it."""
+    if raw.get("kind") == "monitor":
+        raise SpecError(source, [SpecProblem(
+            "kind",
+            "a monitor spec (kind: monitor) has no task, model or training to run: measure your own training loop "
+            "with it through emergence.Monitor or a Trainer callback (docs/monitor.md)",
+            given="monitor",
+        )])
+    return _validated(raw, source, Spec)
+
+
+def validate_monitor(raw: dict[str, Any], source: str) -> MonitorSpec:
+    """A monitor spec: ``kind: monitor``, and no task, model or training."""
+    if raw.get("kind") != "monitor":
+        given = raw.get("kind", NOT_GIVEN)
+        raise SpecError(source, [SpecProblem(
+            "kind", f"emergence.Monitor takes a monitor spec (kind: monitor), given {given!r}", given=given, allowed=("monitor",)
+        )])
+    return _validated(raw, source, MonitorSpec)
+
+
+def _validated(raw: dict[str, Any], source: str, schema: type[BaseModel]) -> Any:
     try:
-        return Spec.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as error:
         problems = []
         for item in error.errors(include_url=False):
-            problems += _describe(item)
+            problems += _describe(item, schema)
         raise SpecError(source, problems) from None
+
+
+def is_monitor_spec(raw: dict[str, Any]) -> bool:
+    return raw.get("kind") == "monitor"
 
 
 def load_raw(path: Path | str, overrides: list[str] | None = None) -> dict[str, Any]:

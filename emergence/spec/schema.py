@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from emergence import registry
-from emergence.registry import Registry, UnknownNameError
+from emergence.registry import Registry, UnknownNameError, did_you_mean
 
 
 class MeasureOptionsError(ValueError):
@@ -276,6 +276,8 @@ class ExecutionSpec(Strict):
         return known_name(registry.executors, executor)
 
 
+SITES = ("embed", "resid_pre", "resid_mid", "resid_post")  # the hook sites of the models `emergence run` builds
+
 DEFAULT_MEASURES: list[dict[str, Any]] = [
     {"name": "rankme"},
     {"name": "participation_ratio"},
@@ -304,6 +306,12 @@ class Spec(Strict):
         if duplicates:
             raise FieldError("measures", f"measure(s) listed twice: {', '.join(duplicates)}")
         for index, measure in enumerate(self.measures):
+            sites = (measure.model_extra or {}).get("sites")
+            for at, site in enumerate(sites if isinstance(sites, list) else []):
+                if site not in SITES:  # a module path is for a Monitor; a model we build has these sites
+                    raise FieldError(
+                        f"measures.{index}.sites.{at}", f"given {site!r}{did_you_mean(str(site), SITES)}; allowed: {', '.join(SITES)}"
+                    )
             layers = (measure.model_extra or {}).get("layers")
             if isinstance(layers, list) and any(not 0 <= layer < self.model.n_layers for layer in layers):
                 raise FieldError(
@@ -321,6 +329,32 @@ class Spec(Strict):
                     )
         return self
 
+
+class MonitorSpec(Strict):
+    """A spec for a run someone else trains (``emergence.Monitor`` in their own loop, or a Trainer callback):
+    what to measure and when, how to analyse and where to log; no task, model or training. ``kind: monitor``
+    tells it from a spec that ``emergence run`` trains."""
+
+    kind: Literal["monitor"]
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    seed: int = Field(0, ge=0, description="seeds what measures draw at random (projections, SGLD chains)")
+    measures: list[MeasureSpec] = Field(default_factory=lambda: [MeasureSpec(**m) for m in DEFAULT_MEASURES])
+    schedule: ScheduleSpec = ScheduleSpec()
+    analysis: AnalysisSpec = AnalysisSpec()
+    tracking: list[TrackingSpec] = Field(default_factory=lambda: [TrackingSpec(backend="mlflow")])
+    execution: ExecutionSpec = Field(ExecutionSpec(), description="a monitor uses only output_dir")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MonitorSpec:
+        names = [m.name for m in self.measures]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise FieldError("measures", f"measure(s) listed twice: {', '.join(duplicates)}")
+        return self
+
+
+MONITOR_KIND = "monitor"
 
 # Fields that change where results go or how they are computed in parallel, never what they are.
 NON_RESULT_FIELDS = ("name", "description", "tracking", "grid", "execution")
