@@ -21,6 +21,8 @@ from emergence.version import __version__
 if TYPE_CHECKING:
     from emergence.api import load_run, load_runs, report, run, spec_of, validate
     from emergence.executors import ExecutorUnavailable
+    from emergence.module_capture import MonitorInputError
+    from emergence.monitor import Monitor
     from emergence.rundir import RunResult
     from emergence.spec import RunSpec, SpecError, SpecProblem
 
@@ -37,10 +39,12 @@ _PUBLIC = {
     "SpecError": "emergence.spec",
     "SpecProblem": "emergence.spec",
     "ExecutorUnavailable": "emergence.executors",
+    "Monitor": "emergence.monitor",
+    "MonitorInputError": "emergence.module_capture",
 }
 
 __all__ = [
-    "ExecutorUnavailable", "RunResult", "RunSpec", "SpecError", "SpecProblem", "__version__",
+    "ExecutorUnavailable", "Monitor", "MonitorInputError", "RunResult", "RunSpec", "SpecError", "SpecProblem", "__version__",
     "load_run", "load_runs", "report", "run", "spec_of", "validate",
 ]
 

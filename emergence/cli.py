@@ -185,6 +185,18 @@ def _interrupt(signum: int, frame: object) -> None:
 @app.command()
 def validate(spec: SpecArgument, overrides: OverridesArgument = None) -> None:
     """Check SPEC (and overrides) without running anything: exit 0, or 2 with every problem named."""
+    from emergence.spec import DEFAULT_RUN_NAME, SpecError, is_monitor_spec, raw_spec, resolve_monitor
+
+    try:
+        if is_monitor_spec(raw_spec(spec, overrides or [])[0]):
+            monitored = resolve_monitor(spec, overrides or [])
+            console.print(
+                f"ok: {spec}: a monitor spec, for emergence.Monitor in your own training loop; run name "
+                f"{DEFAULT_RUN_NAME!r} is run key {monitored.run_key}", highlight=False, markup=False,
+            )
+            return
+    except SpecError as error:
+        _fail(error.render())
     runs = _resolve_or_exit(spec, overrides)
     console.print(f"ok: {spec}: {len(runs)} run(s): " + ", ".join(f"{r.display_name} ({r.run_key})" for r in runs), highlight=False, markup=False)
 

@@ -17,7 +17,14 @@ from emergence.measures.base import Measure, MeasureContext
 from emergence.record import Journal
 from emergence.rundir import SPEC_FILE, RunOutcome, run_directory, write_status
 from emergence.spec.grid import RunSpec
-from emergence.tracking import TrackerFanout, TrackerStart, build_trackers, replay_journal, sanitize_key, tracker_summary
+from emergence.tracking import (
+    TrackerFanout,
+    TrackerStart,
+    build_trackers,
+    replay_journal,
+    sanitize_key,
+    tracker_summary,
+)
 
 log = logging.getLogger(__name__)
 

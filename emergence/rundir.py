@@ -20,7 +20,7 @@ import yaml
 from emergence.record import JOURNAL_FILE, read_journal
 from emergence.spec.grid import RunSpec
 from emergence.spec.identity import run_key
-from emergence.spec.schema import Spec
+from emergence.spec.schema import MONITOR_KIND, MonitorSpec, Spec
 
 SPEC_FILE = "spec.resolved.yaml"
 STATUS_FILE = "status.json"
@@ -66,10 +66,12 @@ def spec_fields(resolved: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_run_spec(run_dir: Path) -> RunSpec:
-    """The run's spec, validated, from its ``spec.resolved.yaml``."""
+    """The run's spec, validated, from its ``spec.resolved.yaml``: a ``Spec``, or a ``MonitorSpec`` for a run
+    someone else trained."""
     resolved = read_resolved(run_dir)
-    spec = Spec.model_validate({k: v for k, v in resolved.items() if k in Spec.model_fields})
-    key = resolved.get("run_key") or run_key(spec)
+    schema = MonitorSpec if resolved.get("kind") == MONITOR_KIND else Spec
+    spec = schema.model_validate({k: v for k, v in resolved.items() if k in schema.model_fields})
+    key = resolved.get("run_key") or run_key(spec)  # type: ignore[arg-type]
     return RunSpec(
         spec=spec,
         run_key=key,
@@ -257,7 +259,7 @@ def read_run_result(run_dir: Path, state: str | None = None, reason: str | None 
     return RunResult(
         run_key=str(resolved.get("run_key", run_dir.name)),
         spec=str(resolved.get("name", run_dir.parent.name)),
-        task=str(task.get("name")),
+        task=str(task.get("name") or ""),
         level=task.get("level"),
         n_layers=model.get("n_layers"),
         d_model=model.get("d_model"),

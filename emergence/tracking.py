@@ -241,12 +241,13 @@ class TrackerStart:
     @classmethod
     def of(cls, run_spec: RunSpec, device: str, n_params: int) -> TrackerStart:
         spec = run_spec.spec
-        tags = {
-            "emergence.spec": spec.name,
-            "emergence.task": spec.task.name,
-            "emergence.level": str(spec.task.level),
-            "emergence.version": __version__,
-        }
+        tags = {"emergence.spec": spec.name}
+        task = getattr(spec, "task", None)  # a monitored run (someone else's loop) has none
+        if task is not None:
+            tags |= {"emergence.task": task.name, "emergence.level": str(task.level)}
+        else:
+            tags["emergence.kind"] = "monitor"
+        tags["emergence.version"] = __version__
         if commit := git_commit():
             tags["emergence.git_commit"] = commit
         if run_spec.sweep_key:

@@ -26,7 +26,7 @@ from emergence.analysis.precursor import (
 )
 from emergence.record import JournalContents, read_journal
 from emergence.rundir import ANALYSIS_FILE, VERDICTS_FILE, read_run_spec
-from emergence.spec.schema import AnalysisSpec, Spec
+from emergence.spec.schema import AnalysisSpec, MonitorSpec, Spec
 
 PER_LAYER_KEY = re.compile(r"^(?P<family>geometry/[^/]+/[^/]+)/L(?P<layer>\d+)$")
 
@@ -164,8 +164,11 @@ def write_analysis(run_dir: Path, analysis: dict[str, Any]) -> None:
     (Path(run_dir) / VERDICTS_FILE).write_text(json.dumps(everything, indent=2), encoding="utf-8")
 
 
-def chance_of(spec: Spec) -> tuple[float, dict[int, float]]:
-    """The task's chance exact match, overall and per level, from its parameters alone (no data set is built)."""
+def chance_of(spec: Spec | MonitorSpec) -> tuple[float, dict[int, float]]:
+    """The task's chance exact match, overall and per level, from its parameters alone (no data set is built);
+    for a monitored run, whose metric is its user's, ``analysis.emergence.chance`` (0 when not given)."""
+    if isinstance(spec, MonitorSpec):
+        return spec.analysis.emergence.chance or 0.0, {}
     from emergence import registry
     from emergence.tasks.build import resolve_params
 

@@ -53,7 +53,7 @@ class MeasureSetup:
 
     n_layers: int
     d_model: int
-    task: TaskData
+    task: TaskData | None  # None for a monitored model: its data are its user's
     device: torch.device
     seed: int
     # Fresh examples of the run's task and level(s): (train size, test size, seed) -> TaskData with labels.
@@ -61,6 +61,9 @@ class MeasureSetup:
     # The model as it was at step 0 (same init seed), for baselines such as the untrained-model probes.
     initial_model: Callable[[], torch.nn.Module] | None = None
     total_steps: int | None = None
+    # A monitored model (someone else's, under emergence.Monitor): each site the spec names (a module path
+    # pattern) -> the (family, layer) pairs it matched; captures are asked for as CaptureRequest(family, layer).
+    site_layers: dict[str, list[tuple[str, int]]] | None = None
 
 
 @dataclass
@@ -92,6 +95,9 @@ class Measure(ABC):
     cost: ClassVar[Cost] = "cheap"
     default_every: ClassVar[int | None] = None  # None: measured on the spec's schedule
     Options: ClassVar[type[MeasureOptions]] = MeasureOptions
+    # Whether it reads the run's task (``setup.task``: training data, answer positions, feature labels), which
+    # a model monitored in someone else's loop does not have: emergence.Monitor refuses such a measure.
+    needs_task: ClassVar[bool] = False
 
     def __init_subclass__(cls, declared: str | None = None, **kwargs: Any) -> None:
         """``declared="name"``: a built-in, whose name, options, cost and cadence are its declaration's."""

@@ -232,6 +232,8 @@ def measurement_generator(seed: int, step: int) -> torch.Generator:
 
 
 class CurvatureMeasure(Measure):
+    needs_task = True  # a fixed batch of the run's training data
+
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
         batch = fixed_train_subset(setup.task.train, self.options.batch_size, setup.seed)

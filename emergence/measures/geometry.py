@@ -52,6 +52,9 @@ class GeometryMeasure(Measure):
     def needs(self) -> list[CaptureRequest]:
         requests = []
         for site in self.options.sites:
+            if self.setup.site_layers is not None:  # a monitored model: module paths, matched when it was built
+                requests += [CaptureRequest(family, layer, self.options.position) for family, layer in self.setup.site_layers[site]]
+                continue
             layers = [0] if site == "embed" else self._layers()
             requests += [CaptureRequest(site, layer, self.options.position) for layer in layers]
         return requests

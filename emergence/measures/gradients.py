@@ -179,6 +179,7 @@ def model_gradients(
 
 class GradientMeasure(Measure):
     family: ClassVar[str] = "gradient"
+    needs_task = True  # the diagnostic set's answer tokens, for the log-likelihood of each example
 
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)

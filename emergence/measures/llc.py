@@ -279,6 +279,8 @@ def measurement_seed(seed: int, step: int) -> int:
 
 
 class LLC(Measure, declared="llc"):
+    needs_task = True  # SGLD on a fixed subset of the run's training data
+
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
         subset = fixed_train_subset(setup.task.train, self.options.n_examples, setup.seed)

@@ -228,6 +228,8 @@ def family_summary(results: Sequence[ProbeResult]) -> dict[str, dict[str, float]
 class ProbeFitting(Measure):
     """What the probe and ablation measures share: the fresh probe set, built once, and the layer list."""
 
+    needs_task = True  # fresh examples of the task, with their feature labels
+
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
         self.probe_set = build_probe_set(setup, self.options)
