@@ -191,11 +191,11 @@ class Monitor:
         """At ``step`` of the user's loop: the measures due now (one capture of the diagnostic batch),
         ``behavior()`` when the schedule is due, and ``values`` if given, into the journal and the trackers.
         Returns what was recorded (``{}`` when nothing was due)."""
+        self._supersede(step)  # the first step of a restarted loop, due or not, is where the old journal ends
         due = [measure for measure, every in self.measures if self.schedule.due(step, every)]
         on_schedule = self.schedule.due(step)
         if not due and not on_schedule and not values:
             return {}
-        self._supersede(step)
         self._last_step = step
         recorded: dict[str, float] = {}
         if self.optimizer is not None:

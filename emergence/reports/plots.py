@@ -76,7 +76,7 @@ def plot_behavior(data: RunData, path: Path) -> str | None:
         loss_ax.set_yscale("log")
     for ax in (score_ax, loss_ax):
         ax.grid(alpha=0.3)
-        if ax.has_data():
+        if ax.get_legend_handles_labels()[0]:  # a monitored run may log scores and no loss
             ax.legend(fontsize="small", loc="best")
     return _save(fig, path)
 
