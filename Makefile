@@ -12,10 +12,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 setup: $(STAMP)
 
 # torch first and pinned: anything unpinned that pulls torch would fetch a multi-GB CUDA build.
-$(STAMP): pyproject.toml constraints.txt integrations/mlflow/pyproject.toml integrations/wandb/pyproject.toml integrations/ray/pyproject.toml
+$(STAMP): pyproject.toml constraints.txt integrations/mlflow/pyproject.toml integrations/wandb/pyproject.toml integrations/ray/pyproject.toml integrations/transformers/pyproject.toml integrations/lightning/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[dev]" -e integrations/mlflow -e integrations/wandb -e integrations/ray
+	$(PIP) -e ".[dev]" -e integrations/mlflow -e integrations/wandb -e integrations/ray -e integrations/transformers -e integrations/lightning
 	touch $(STAMP)
 
 demo: setup

@@ -33,8 +33,11 @@ from emergence.train.loop import BatchOrder, answer_loss
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "addition.yaml"
 
 
-def bare_loop(steps: int, spec) -> float:
-    """The same training with nothing but PyTorch; returns seconds from step 1 to the last step."""
+def bare_loop(steps: int, spec, attach=None) -> float:
+    """The same training with nothing but PyTorch; returns seconds from step 1 to the last step.
+
+    ``attach(model, data, optimizer)``, if given, returns what to call after each step with the step number
+    (``benchmarks/monitor.py`` puts an ``emergence.Monitor`` there)."""
     t = spec.task
     data = build_task(t.name, t.level, t.params, t.train_size, t.test_size, t.diagnostic_size, spec.seed)
     cpu = torch.device("cpu")
@@ -45,6 +48,7 @@ def bare_loop(steps: int, spec) -> float:
     )
     order = BatchOrder(len(data.train), spec.training.batch_size, spec.seed)
     tokens, mask = data.train.tokens, data.train.target_mask
+    after_step = attach(model, data, optimizer) if attach is not None else None
     started = time.perf_counter()
     for step in range(steps):
         index = order.indices(step)
@@ -53,6 +57,8 @@ def bare_loop(steps: int, spec) -> float:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), spec.training.grad_clip)
         optimizer.step()
+        if after_step is not None:
+            after_step(step + 1)
     return time.perf_counter() - started
 
 

@@ -244,6 +244,10 @@ class TrackingSpec(Strict):
     entity: str | None = None
     mode: Literal["online", "offline", "disabled"] | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+    run_id: str | None = Field(
+        None, description="log into this existing tracker run (made and ended by someone else: a Trainer's MLflow run) "
+        "instead of one found or made by run key; the emergence Trainer callbacks set it"
+    )
 
     @field_validator("backend")
     @classmethod

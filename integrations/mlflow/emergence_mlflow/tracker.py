@@ -211,6 +211,11 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# Our params in a run made by someone else (run_id): MLflow params are write-once, and a Trainer logs its own
+# (``seed``, ``learning_rate`` ...), so ours must not take its names.
+ATTACHED_PARAM_PREFIX = "emergence."
+
+
 class MlflowTracker:
     """Logs an emergence run to MLflow.
 
@@ -231,6 +236,7 @@ class MlflowTracker:
         self._client: MlflowClient | None = None
         self.run_id: str | None = None
         self.reattached = False
+        self.param_prefix = ""  # ATTACHED_PARAM_PREFIX in a run someone else made
         # What MLflow already holds for this run, so that replays and reattaches skip it.
         self._params: dict[str, str] = {}
         self._latest_step: dict[str, int] = {}
@@ -252,11 +258,14 @@ class MlflowTracker:
     def start(
         self, run_key: str, name: str, group: str, tags: Mapping[str, str], config: Mapping[str, Any]
     ) -> None:
-        experiment_id = self._experiment_id()
         run_tags = {**(self.options.get("tags") or {}), **tags, RUN_KEY_TAG: run_key}
         if group:
             run_tags[GROUP_TAG] = group
         legal_tags = {self._name(key): str(value)[:MAX_TAG_VAL_LENGTH] for key, value in run_tags.items()}
+        if self.options.get("run_id"):
+            self._attach(str(self.options["run_id"]), legal_tags, config)
+            return
+        experiment_id = self._experiment_id()
         sweep = tags.get(SWEEP_TAG)
         if sweep:
             parent = self._find_sweep_parent(experiment_id, sweep) or self._create_sweep_parent(experiment_id, sweep, group)
@@ -276,10 +285,25 @@ class MlflowTracker:
             text = json.dumps(config, indent=2, sort_keys=True, default=str)
             self.client.log_text(self.run_id, text, RESOLVED_SPEC_ARTIFACT)
 
+    def _attach(self, run_id: str, tags: Mapping[str, str], config: Mapping[str, Any]) -> None:
+        """Log into a run someone else made and will end (a Trainer's own MLflow run, through the emergence
+        callbacks): no experiment or run of ours; our params go under ``emergence.``, out of its way."""
+        existing = self.client.get_run(run_id)
+        self.run_id = existing.info.run_id
+        self.reattached = True
+        self.param_prefix = ATTACHED_PARAM_PREFIX
+        self._remember(existing)
+        self._log_tags(tags)
+        if config:
+            text = json.dumps(config, indent=2, sort_keys=True, default=str)
+            self.client.log_text(self.run_id, text, RESOLVED_SPEC_ARTIFACT)
+
     @_failing_fast
     def finish(self, status: str) -> None:
         if status not in FINAL_STATUS:
             raise ValueError(f"unknown run status {status!r}; allowed: {', '.join(FINAL_STATUS)}")
+        if self.options.get("run_id"):
+            return  # a run we attached to is ended by whoever made it
         self.client.set_terminated(self._require_run(), status=FINAL_STATUS[status])
 
     # -- values ----------------------------------------------------------------------------------
@@ -289,7 +313,7 @@ class MlflowTracker:
         run_id = self._require_run()
         pending: dict[str, str] = {}
         for raw_key, raw_value in flat.items():
-            key, value = self._name(str(raw_key)), param_value(raw_value)
+            key, value = self._name(self.param_prefix + str(raw_key)), param_value(raw_value)
             logged = self._params.get(key, pending.get(key))
             if logged is None:
                 pending[key] = value
