@@ -574,3 +574,29 @@ def test_reading_back_from_a_server(mlflow_server: MlflowServer, tmp_path: Path)
     (record,) = MlflowTracker.read_runs(mlflow_server.uri, tracker.experiment_name)
     assert record["run_key"] == run_key and record["verdicts"][0]["verdict"] == "precursor"
     assert MlflowTracker.fetch_resolved_spec(tracker.run_id, mlflow_server.uri) == config
+
+
+def test_a_run_logged_into_through_run_id_is_its_owners(sqlite_tracking_uri: str, tmp_path: Path) -> None:
+    """run_id: our values go into someone else's run (a Trainer's), our params under emergence., the run is
+    left for its owner to end, and a later run of the same run key without run_id makes its own run."""
+    client = MlflowClient(sqlite_tracking_uri)
+    experiment_id = client.create_experiment("hosted")
+    host = client.create_run(experiment_id, run_name="trainer-run")
+    client.log_param(host.info.run_id, "seed", "42")
+    joined = MlflowTracker(options(sqlite_tracking_uri, "hosted", run_id=host.info.run_id), tmp_path)
+    joined.start("k1", "monitor", "group", {}, {"seed": 0})
+    joined.log_params({"seed": 0, "schedule.every": 5})
+    joined.log_metrics({"geometry/rankme/x/L0": 2.0}, 0)
+    joined.finish("completed")
+    run = client.get_run(host.info.run_id)
+    assert run.info.status == "RUNNING" and run.info.run_name == "trainer-run"  # its owner ends it
+    assert run.data.params == {"seed": "42", "emergence.seed": "0", "emergence.schedule.every": "5"}
+    assert run.data.metrics == {"geometry/rankme/x/L0": 2.0} and run.data.tags["emergence.run_key"] == "k1"
+    client.set_terminated(host.info.run_id)
+
+    own = MlflowTracker(options(sqlite_tracking_uri, "hosted"), tmp_path)
+    own.start("k1", "monitor", "group", {}, {})
+    assert own.run_id != host.info.run_id and not own.reattached
+    assert client.get_run(host.info.run_id).info.status == "FINISHED"
+    MlflowTracker.forget_runs(options(sqlite_tracking_uri, "hosted"), ["k1"])  # --force never deletes a host's run
+    assert client.get_run(host.info.run_id).info.lifecycle_stage == "active"

@@ -214,6 +214,9 @@ def _now_ms() -> int:
 # Our params in a run made by someone else (run_id): MLflow params are write-once, and a Trainer logs its own
 # (``seed``, ``learning_rate`` ...), so ours must not take its names.
 ATTACHED_PARAM_PREFIX = "emergence."
+# On such a run: a later run of the same run key without run_id must not reattach to it (it is not ours).
+HOSTED_TAG = "emergence.hosted"
+HOSTED_RUNS_SKIPPED = 100  # a run-key search looks past this many hosted runs for one of our own
 
 
 class MlflowTracker:
@@ -293,7 +296,7 @@ class MlflowTracker:
         self.reattached = True
         self.param_prefix = ATTACHED_PARAM_PREFIX
         self._remember(existing)
-        self._log_tags(tags)
+        self._log_tags({**tags, HOSTED_TAG: "true"})
         if config:
             text = json.dumps(config, indent=2, sort_keys=True, default=str)
             self.client.log_text(self.run_id, text, RESOLVED_SPEC_ARTIFACT)
@@ -528,20 +531,22 @@ class MlflowTracker:
         )
 
     def _find_run(self, experiment_id: str, run_key: str) -> Any:
+        """Our run of this run key; never a run we only logged into (a Trainer's, through ``run_id``), which
+        its owner made and may have made again for the same spec."""
         if "'" in run_key:
             raise ValueError(f"run key {run_key!r} cannot be searched for in MLflow")
-        return self._oldest_active_run(experiment_id, f"tags.`{RUN_KEY_TAG}` = '{run_key}'")
+        return self._oldest_active_run(experiment_id, f"tags.`{RUN_KEY_TAG}` = '{run_key}'", skip_hosted=True)
 
-    def _oldest_active_run(self, experiment_id: str, filter_string: str) -> Any:
+    def _oldest_active_run(self, experiment_id: str, filter_string: str, skip_hosted: bool = False) -> Any:
         # Two processes racing to create the same run (or parent) can both succeed; the oldest one wins.
         runs = self.client.search_runs(
             [experiment_id],
             filter_string=filter_string,
             run_view_type=ViewType.ACTIVE_ONLY,
             order_by=["attributes.start_time ASC"],
-            max_results=1,
+            max_results=HOSTED_RUNS_SKIPPED + 1 if skip_hosted else 1,
         )
-        return runs[0] if runs else None
+        return next((run for run in runs if not (skip_hosted and run.data.tags.get(HOSTED_TAG))), None)
 
     def _remember(self, run: Any) -> None:
         self._params = dict(run.data.params)
