@@ -14,7 +14,7 @@ import lightning
 import pytest
 import torch
 from emergence_lightning import EmergenceCallback
-from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 from mlflow import MlflowClient
 
 from emergence.record import read_journal
@@ -152,6 +152,34 @@ def test_the_callback_logs_into_the_mlflow_loggers_own_run(tmp_path: Path, sqlit
     table = json.loads(Path(local).read_text())
     signals = [row[table["columns"].index("signal")] for row in table["data"]]
     assert signals == [v["signal"] for v in result.signal_verdicts] and len(signals) == 2
+
+
+def test_the_callback_logs_into_the_wandb_loggers_own_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wandb
+    from emergence_wandb.records import read_run_folder
+
+    for name in ("WANDB_API_KEY", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))  # absent
+    _, _, diagnostic = loaders()
+    callback = EmergenceCallback(monitor_spec(tmp_path, tracking=[]), diagnostic=diagnostic, behavior=accuracy)
+    logger = WandbLogger(offline=True, save_dir=str(tmp_path / "wandb-logger"), project="lightning")
+    fit(tmp_path, callback, logger, steps=10)
+    result = callback.result
+    assert result is not None and result.state == "completed"
+    run_id = logger.experiment.id
+    wandb.finish()  # WandbLogger leaves its run open; its owner (here, the test) ends it
+    wandb.teardown()
+
+    (folder,) = (tmp_path / "wandb-logger" / "wandb").glob("*run-*")  # one W&B run, the logger's
+    assert folder.name.endswith(run_id) and not (result.directory / "wandb").exists()
+    offline = read_run_folder(folder)
+    keys = {key for row in offline.history for key in row}
+    assert {"train_loss", "trainer/global_step"} <= keys  # the logger's own
+    assert {"emergence/geometry/rankme/net.blocks/L1", "emergence/behavior/accuracy", "tables/verdicts"} <= keys  # ours
+    assert offline.config["emergence"]["kind"] == "monitor" and offline.exit_code == 0
 
 
 def test_without_a_logger_the_monitor_makes_its_own_mlflow_run(tmp_path: Path, sqlite_tracking_uri: str) -> None:

@@ -167,6 +167,34 @@ def test_without_report_to_the_monitor_opens_its_own_run(tmp_path: Path, mlflow_
     assert_verdicts_in_mlflow(client, run.info.run_id, Path(callback.result.directory))
 
 
+def test_the_trainers_wandb_run_holds_its_metrics_and_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wandb
+    from emergence_wandb.records import read_run_folder, run_folders
+
+    for name in ("WANDB_API_KEY", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_LOG_MODEL", "WANDB_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))  # absent
+    (tmp_path / "wandb-home").mkdir()
+    callback = run_trainer(tmp_path, monitor_spec(tmp_path, tracking=[]), ["wandb"])
+    host = wandb.run
+    assert host is not None and callback.result is not None and callback.result.state == "completed"
+    assert [(e["backend"], e["run_id"]) for e in callback.result.resolved_spec["tracking"]] == [("wandb", host.id)]
+    wandb.finish()  # the Trainer leaves its run open; its owner (here, the test) ends it
+    wandb.teardown()
+
+    (folder,) = (tmp_path / "wandb-home" / "wandb").glob("*run-*")  # one W&B run, the Trainer's
+    assert not (Path(callback.result.directory) / "wandb").exists()
+    offline = read_run_folder(folder)
+    assert offline.exit_code == 0 and run_folders(folder.parent, host.id) == [folder]
+    keys = {key for row in offline.history for key in row}
+    assert {"train/loss", "eval/loss", "train/global_step"} <= keys  # the Trainer's own
+    assert {f"emergence/{RANKME_L1}", "emergence/behavior/next_token_accuracy", "tables/verdicts"} <= keys  # ours
+    assert offline.config["emergence"]["name"] == "hf-callback" and offline.config["learning_rate"] == 3e-3
+
+
 class RaiseAt(TrainerCallback):
     def __init__(self, step: int) -> None:
         self.step = step

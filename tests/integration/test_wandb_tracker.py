@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import wandb
 from emergence_wandb import WandbTracker
-from emergence_wandb.records import RunLog, read_run, read_run_folder, record_ends, run_folders
+from emergence_wandb.records import RunLog, read_run, read_run_folder, record_ends, run_file_of, run_folders
 from emergence_wandb.tracker import artifact_name, has_credentials, resolve_mode
 from typer.testing import CliRunner
 from wandb.proto import wandb_internal_pb2 as pb
@@ -209,6 +209,60 @@ def test_every_method_reads_back_from_the_wandb_file(tmp_path: Path) -> None:
         "plots/loss.png",
         "spec.resolved.yaml",
     }
+
+
+def test_a_run_logged_into_through_run_id_is_its_owners(tmp_path: Path) -> None:
+    """run_id: the tracker adopts the W&B run a host opened in this process (a Trainer's WandbCallback, a
+    WandbLogger), keeps off its step axis and config keys, and leaves ending it to the host."""
+    host = wandb.init(mode="offline", dir=str(tmp_path / "host"), project="host", reinit="finish_previous")  # sets wandb.run, as hosts do
+    host.define_metric("train/global_step")
+    host.define_metric("*", step_metric="train/global_step", step_sync=True)
+    host.config.update({"learning_rate": 0.1})
+    host.log({"train/loss": 2.0, "train/global_step": 1})
+    run_key = new_run_key()
+    spec = {**CONFIG, "name": "addition", "run_key": run_key}
+    tracker = WandbTracker({"backend": "wandb", "run_id": host.id}, run_dir=tmp_path / "run")
+    tracker.start(run_key, "addition-2L", "addition", {"emergence.spec": "addition"}, spec)
+    tracker.log_params({"seed": 0, "run.device": "cpu"})
+    tracker.log_metrics({"geometry/rankme/L0": 3.5, "train/loss": 2.0}, 1)
+    tracker.log_table("verdicts", ["signal", "precursor"], [["rankme", True]])
+    tracker.set_summary({"emergence_step/test/exact_match": 1})
+    tracker.finish("completed")
+    host.log({"train/loss": 1.0, "train/global_step": 2})
+    host.finish()
+    wandb.teardown()
+
+    assert not (tmp_path / "run" / "wandb").exists()  # no run of our own
+    (folder,) = run_folders(tmp_path / "host" / "wandb", host.id)
+    offline = read_run_folder(folder)
+    assert offline.run is not None and offline.run.project == "host" and offline.run.display_name != "addition-2L"
+    assert [row["train/loss"] for row in offline.history if "train/loss" in row] == [2.0, 1.0]  # the host's only
+    assert offline.values_of("emergence/geometry/rankme/L0") == [(1, 3.5)]
+    assert offline.values_of("emergence/train/loss") == [(1, 2.0)]
+    assert offline.config["learning_rate"] == 0.1
+    assert offline.config["emergence"] == {**spec, "run.device": "cpu"}
+    assert "emergence.spec=addition" in offline.tags
+    # The host's "*" is left as it was; our keys are defined against our step by name.
+    by_glob = {metric.glob_name: metric.step_metric for metric in offline.metrics if metric.glob_name}
+    assert by_glob == {"*": "train/global_step"}
+    by_name = {metric.name: metric.step_metric for metric in offline.metrics if metric.name}
+    assert by_name["emergence/geometry/rankme/L0"] == "step" and by_name["tables/verdicts"] == "step"
+    assert offline.exit_code == 0
+    kinds = [record.WhichOneof("record_type") for record, _ in record_ends(run_file_of(folder))]
+    last_history = max(i for i, kind in enumerate(kinds) if kind == "history")
+    assert kinds.index("exit") > last_history  # the host ended the run, after its last value
+
+    (row,) = WandbTracker.read_runs(str(folder))
+    assert row["run_key"] == run_key and row["spec"] == "addition" and row["emergence_step"] == 1
+    assert row["verdicts"] == [{"signal": "rankme", "precursor": True}]
+    assert WandbTracker.fetch_resolved_spec(str(folder)) == spec
+
+
+def test_run_id_without_that_run_open_fails_at_start(tmp_path: Path) -> None:
+    tracker = WandbTracker({"backend": "wandb", "run_id": "notopen"}, run_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="run_id is notopen"):
+        tracker.start(new_run_key(), "run", "group", {}, CONFIG)
+    assert not (tmp_path / "wandb").exists()
 
 
 def test_replaying_the_journal_into_the_open_run_adds_nothing(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ When training starts the callback builds the Monitor on the LightningModule (so 
 ``pl_module.named_modules()``: ``net.blocks.*`` for a network held as ``self.net``) and measures step 0;
 after every optimizer step it measures what the schedule says is due at ``trainer.global_step``, and files
 what the module logged with ``self.log`` into the journal; when training ends it runs the analysis and
-writes the verdicts and the report. With an ``MLFlowLogger`` in the Trainer, everything goes into the
-logger's own MLflow run rather than one of the Monitor's.
+writes the verdicts and the report. With an ``MLFlowLogger`` or a ``WandbLogger`` in the Trainer, everything
+goes into the logger's own run rather than one of the Monitor's.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from emergence.tracking import sanitize_key
 log = logging.getLogger(__name__)
 
 MLFLOW_BACKEND = "mlflow"
+WANDB_BACKEND = "wandb"
 # What MLflow 3's UI needs to file an experiment under model training rather than GenAI (emergence_mlflow.store
 # spells the same names out); an experiment that MLFlowLogger made has no kind yet.
 _EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -139,34 +140,40 @@ class EmergenceCallback(pl.Callback):
         return evaluate
 
     def _logger_overrides(self, trainer: pl.Trainer) -> list[str]:
-        """With an ``MLFlowLogger``: the spec's MLflow tracking entry (one is added if it has none) pointed at
-        the logger's own run, so the Monitor logs there instead of opening a second run."""
+        """With an ``MLFlowLogger`` or a ``WandbLogger``: the spec's tracking entry of that backend (one is added
+        if it has none) pointed at the logger's own run, so the Monitor logs there instead of opening a second
+        run, and leaves ending it to the logger."""
+        attach: dict[str, dict[str, str]] = {}
         mlflow_logger = next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
-        if mlflow_logger is None:
-            if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
-                log.info(
-                    "EmergenceCallback: the Trainer logs to W&B, but the emergence W&B tracker cannot log into "
-                    "WandbLogger's run yet; the Monitor logs where its spec's tracking says"
-                )
-            return []
-        if MLFLOW_BACKEND not in registry.trackers:
+        if mlflow_logger is not None and MLFLOW_BACKEND not in registry.trackers:
             log.warning(
                 "EmergenceCallback: the Trainer logs to MLflow, but the emergence MLflow tracker is not installed "
                 "(pip install emergence-mlflow); the Monitor logs where its spec's tracking says"
             )
+        elif mlflow_logger is not None:
+            run_id = mlflow_logger.run_id  # makes the logger's experiment and run now, if it has not yet
+            client = mlflow_logger.experiment
+            experiment = client.get_experiment(mlflow_logger.experiment_id)
+            if _EXPERIMENT_KIND_TAG not in experiment.tags:
+                client.set_experiment_tag(experiment.experiment_id, _EXPERIMENT_KIND_TAG, _CUSTOM_MODEL_DEVELOPMENT)
+            attach[MLFLOW_BACKEND] = {"run_id": run_id, "tracking_uri": client.tracking_uri, "experiment": experiment.name}
+        wandb_logger = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+        if wandb_logger is not None and WANDB_BACKEND not in registry.trackers:
+            log.warning(
+                "EmergenceCallback: the Trainer logs to W&B, but the emergence W&B tracker is not installed "
+                "(pip install emergence-wandb); the Monitor logs where its spec's tracking says"
+            )
+        elif wandb_logger is not None:
+            attach[WANDB_BACKEND] = {"run_id": wandb_logger.experiment.id}  # opens the logger's run now, if it has not yet
+        if not attach:
             return []
-        run_id = mlflow_logger.run_id  # makes the logger's experiment and run now, if it has not yet
-        client = mlflow_logger.experiment
-        experiment = client.get_experiment(mlflow_logger.experiment_id)
-        if _EXPERIMENT_KIND_TAG not in experiment.tags:
-            client.set_experiment_tag(experiment.experiment_id, _EXPERIMENT_KIND_TAG, _CUSTOM_MODEL_DEVELOPMENT)
-        attach = {"run_id": run_id, "tracking_uri": client.tracking_uri, "experiment": experiment.name}
         tracking = [entry.model_dump(exclude_defaults=True) for entry in resolve_monitor(self.spec, self.overrides, self.run_name).spec.tracking]
-        at = next((i for i, entry in enumerate(tracking) if entry["backend"] == MLFLOW_BACKEND), None)
-        if at is None:
-            tracking.append({"backend": MLFLOW_BACKEND, **attach})
-        else:
-            tracking[at] = {**tracking[at], **attach}
+        for backend, fields in attach.items():
+            at = next((i for i, entry in enumerate(tracking) if entry["backend"] == backend), None)
+            if at is None:
+                tracking.append({"backend": backend, **fields})
+            else:
+                tracking[at] = {**tracking[at], **fields}
         return ["tracking=" + json.dumps(tracking)]  # JSON is YAML: the override parser takes it as it is
 
     # -- the loop ------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from emergence import Monitor, RunResult
+from emergence import Monitor, RunResult, registry
 from emergence.rundir import run_directory
 from emergence.spec import DEFAULT_RUN_NAME, raw_spec, resolve_monitor
 from emergence.tracking import sanitize_key
@@ -55,6 +55,7 @@ DIAGNOSTIC_SIZE = 64  # examples taken from a data set given as (or defaulting t
 MONITOR_STATE_FILE = "emergence_monitor.pt"  # in each Trainer checkpoint folder: the measures' state
 LABEL_KEYS = ("labels", "label", "label_ids")  # a diagnostic batch needs no loss
 MLFLOW_BACKEND = "mlflow"
+WANDB_BACKEND = "wandb"
 
 
 class EmergenceCallback(TrainerCallback):
@@ -74,8 +75,9 @@ class EmergenceCallback(TrainerCallback):
     each diagnostic example to capture; default: the last real token (by ``attention_mask``), else the
     last position.
 
-    When the Trainer reports to MLflow (``report_to=["mlflow"]``), the Monitor logs into the Trainer's own
-    MLflow run (its params under ``emergence.``) instead of opening a second one: see
+    When the Trainer reports to MLflow or W&B (``report_to=["mlflow"]``, ``["wandb"]``), the Monitor logs
+    into the Trainer's own run (MLflow: its params under ``emergence.``; W&B: its config under ``emergence``
+    and its values under ``emergence/``) instead of opening a second one: see
     ``trainer_run_overrides``; ``join_trainer_run=False`` keeps the spec's tracking as it is. ``monitor`` is
     the running Monitor; ``result`` the finished run (a ``RunResult``).
     """
@@ -226,34 +228,46 @@ class EmergenceCallback(TrainerCallback):
 
 
 def trainer_run_overrides(args: TrainingArguments, spec: str | Path | Mapping[str, Any], overrides: Sequence[str]) -> list[str]:
-    """Overrides that send the Monitor's MLflow logging into the Trainer's own MLflow run.
+    """Overrides that send the Monitor's MLflow and W&B logging into the Trainer's own runs.
 
     When ``args.report_to`` holds ``mlflow``, the Trainer's ``MLflowCallback`` has started (or joined) the
     active MLflow run by the time the Monitor is built. The spec's first ``mlflow`` tracking entry (one is
     added when it has none) gets that run's id as ``run_id`` and MLflow's tracking URI: the MLflow tracker
     then logs into that run, puts its params under ``emergence.`` and leaves ending the run to its owner.
-    The other entries are left as they are. W&B (``report_to=["wandb"]``) is not joined yet: our W&B tracker
-    always opens a run of its own.
+    Likewise with ``wandb``, when the Trainer's ``WandbCallback`` has opened ``wandb.run``: the spec's first
+    ``wandb`` entry (one is added when it has none) gets that run's id, and the W&B tracker logs into it (its
+    config under ``emergence``, its values under ``emergence/``) and leaves ending it to the Trainer.
+    The other entries are left as they are.
     """
     report_to = args.report_to or []
-    if "wandb" in report_to:
-        log.info("emergence: the Trainer reports to W&B; a wandb entry of the monitor spec opens a W&B run of its own")
-    if MLFLOW_BACKEND not in report_to:
-        return []
-    import mlflow
+    attach: dict[str, dict[str, str]] = {}
+    if MLFLOW_BACKEND in report_to:
+        import mlflow
 
-    active = mlflow.active_run()
-    if active is None:
-        log.warning("emergence: the Trainer reports to MLflow but no MLflow run is active; the Monitor opens its own")
+        active = mlflow.active_run()
+        if active is None:
+            log.warning("emergence: the Trainer reports to MLflow but no MLflow run is active; the Monitor opens its own")
+        else:
+            attach[MLFLOW_BACKEND] = {"run_id": active.info.run_id, "tracking_uri": mlflow.get_tracking_uri()}
+    if WANDB_BACKEND in report_to and WANDB_BACKEND not in registry.trackers:
+        log.warning("emergence: the Trainer reports to W&B, but the emergence W&B tracker is not installed (pip install emergence-wandb)")
+    elif WANDB_BACKEND in report_to:
+        import wandb
+
+        if wandb.run is None:
+            log.warning("emergence: the Trainer reports to W&B but no W&B run is open; a wandb entry of the spec opens its own")
+        else:
+            attach[WANDB_BACKEND] = {"run_id": wandb.run.id}
+    if not attach:
         return []
     raw, _ = raw_spec(spec, list(overrides))
     tracking = [dict(entry) for entry in raw.get("tracking", [{"backend": MLFLOW_BACKEND}])]  # the spec's default
-    attach = {"run_id": active.info.run_id, "tracking_uri": mlflow.get_tracking_uri()}
-    index = next((i for i, entry in enumerate(tracking) if entry.get("backend") == MLFLOW_BACKEND), None)
-    if index is None:
-        tracking.append({"backend": MLFLOW_BACKEND, **attach})
-    else:
-        tracking[index].update(attach)
+    for backend, fields in attach.items():
+        index = next((i for i, entry in enumerate(tracking) if entry.get("backend") == backend), None)
+        if index is None:
+            tracking.append({"backend": backend, **fields})
+        else:
+            tracking[index].update(fields)
     return [f"tracking={json.dumps(tracking)}"]  # JSON is YAML: ids and URIs stay strings
 
 

@@ -23,6 +23,15 @@ What the core relies on, and the W&B behaviour behind each choice:
   logs in with ``prompt=False`` first, so a missing key raises here instead of waiting on a terminal that
   nobody watches. Offline and disabled modes are also made W&B's process-wide mode: wandb 0.31's
   telemetry follows the process-wide mode, not the run's, and would contact the W&B server at exit.
+* **A run someone else made (``run_id``).** With ``run_id`` set (the Trainer callbacks set it for a Hugging
+  Face Trainer's ``report_to=["wandb"]`` or a Lightning ``WandbLogger``), the tracker adopts the W&B run
+  open in this process with that id instead of calling ``wandb.init``, and leaves it to its owner: no
+  ``run.finish()``, no change to its mode, name, group or step axis. The host has defined ``"*"`` against
+  its own step key, so our values go in under ``emergence/`` (the Trainer callback files the Trainer's own
+  ``train/loss`` too, which must not land twice on the host's chart) and each of our keys is defined
+  against our ``step`` by name, which takes precedence over the host's glob and leaves its charts as they
+  were. Our config and params go under the config key ``emergence``; tables and summary keys keep their
+  names (the host has none of them).
 """
 
 from __future__ import annotations
@@ -62,6 +71,11 @@ ARTIFACT_TYPE = "emergence-run"
 UNNAMED_ARTIFACT = "files"
 
 FINAL_STATUSES = ("completed", "failed", "interrupted")
+
+# In a run someone else made (run_id): our config and params sit under this config key, our history values
+# under this prefix (see the module docstring).
+ADOPTED_CONFIG_KEY = "emergence"
+ADOPTED_METRIC_PREFIX = "emergence/"
 
 # Tables whose rows are a run's verdicts, as `emergence compare` shows them (see emergence.run._analyze).
 VERDICT_TABLES = ("verdicts", "feature_verdicts")
@@ -217,6 +231,9 @@ class WandbTracker:
         # (table, step, digest of its cells).
         self._sent_values: dict[str, dict[int, Any]] = {}
         self._sent_tables: set[tuple[str, int | None, str]] = set()
+        self.adopted = False  # logging into a run someone else made and will end (options["run_id"])
+        self._adopted_config: dict[str, Any] = {}
+        self._defined: set[str] = set()  # keys defined against our step by name (adopted runs)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -230,6 +247,9 @@ class WandbTracker:
             raise RuntimeError(
                 f"WandbTracker is still logging run {self.run_key}; finish it before {run_key}"
             )
+        if self.options.get("run_id"):
+            self._adopt(str(self.options["run_id"]), run_key, tags, config)
+            return
         choice = resolve_mode(self.options.get("mode"))
         if choice.mode in LOGGED_IN_MODES:
             # prompt=False: without a key wandb.init would ask on the terminal and the run would wait.
@@ -266,6 +286,7 @@ class WandbTracker:
         self._artifacts = {}
         self._sent_values = {}
         self._sent_tables = set()
+        self.adopted = False
         self.run.define_metric(STEP_KEY)
         self.run.define_metric("*", step_metric=STEP_KEY, step_sync=True)
         if choice.mode == "offline":
@@ -279,6 +300,44 @@ class WandbTracker:
                 sync_dir,
             )
 
+    def _adopt(self, run_id: str, run_key: str, tags: Mapping[str, str], config: Mapping[str, Any]) -> None:
+        """Log into the W&B run ``run_id`` that is open in this process (``wandb.run``), made by someone else."""
+        run = wandb.run
+        if run is None or run.id != run_id:
+            found = f"the open W&B run is {run.id}" if run is not None else "no W&B run is open"
+            raise RuntimeError(
+                f"the tracking entry's run_id is {run_id}, but {found} in this process: a W&B run to log into "
+                "must be open here (wandb.init by the Trainer's W&B integration or WandbLogger) before the Monitor starts"
+            )
+        self.run = run
+        self.mode = run.settings.mode
+        self.run_key = run_key
+        self.adopted = True
+        self._active = True
+        self._config_paths = dotted_paths(config)
+        self._adopted_config = dict(config)
+        self._artifacts = {}
+        self._sent_values = {}
+        self._sent_tables = set()
+        self._defined = set()
+        run.config.update({ADOPTED_CONFIG_KEY: self._adopted_config}, allow_val_change=True)
+        ours = [tag for tag in run_tags({**(self.options.get("tags") or {}), **tags}) if tag not in (run.tags or ())]
+        if ours:
+            run.tags = (*(run.tags or ()), *ours)
+        log.info("wandb: run %s logs into the W&B run %s, which its owner ends", run_key, run_id)
+
+    def _define(self, keys: Sequence[str]) -> None:
+        """In an adopted run: each new key of ours plotted against our step, by name (not ``"*"``, the host's)."""
+        if not self.adopted:
+            return
+        if STEP_KEY not in self._defined:
+            self.run.define_metric(STEP_KEY)
+            self._defined.add(STEP_KEY)
+        for key in keys:
+            if key not in self._defined:
+                self.run.define_metric(key, step_metric=STEP_KEY, step_sync=True)
+                self._defined.add(key)
+
     def finish(self, status: str) -> None:
         if status not in FINAL_STATUSES:
             raise ValueError(f"unknown run status {status!r}; allowed: {', '.join(FINAL_STATUSES)}")
@@ -291,7 +350,8 @@ class WandbTracker:
         finally:
             self._artifacts = {}
             self._active = False
-            run.finish(exit_code=0 if status == "completed" else 1)
+            if not self.adopted:  # an adopted run is its owner's to end
+                run.finish(exit_code=0 if status == "completed" else 1)
 
     # -- values ----------------------------------------------------------------------------------
 
@@ -309,7 +369,11 @@ class WandbTracker:
             if str(key) not in self._config_paths or self._config_paths[str(key)] != value
         }
         if new:
-            run.config.update(new, allow_val_change=True)
+            if self.adopted:  # the whole ``emergence`` value goes again: a config update replaces a key's value
+                self._adopted_config.update(new)
+                run.config.update({ADOPTED_CONFIG_KEY: self._adopted_config}, allow_val_change=True)
+            else:
+                run.config.update(new, allow_val_change=True)
             self._config_paths.update(new)
 
     def log_metrics(self, values: Mapping[str, float], step: int) -> None:
@@ -329,7 +393,9 @@ class WandbTracker:
         if not fresh:
             return
         # The step goes in as our own key, never as log(step=...): see the module docstring.
-        run.log({**fresh, STEP_KEY: step})
+        row = {ADOPTED_METRIC_PREFIX + key: value for key, value in fresh.items()} if self.adopted else dict(fresh)
+        self._define(list(row))
+        run.log({**row, STEP_KEY: step})
         for key, value in fresh.items():
             self._sent_values.setdefault(key, {})[step] = value
 
@@ -360,6 +426,7 @@ class WandbTracker:
         row: dict[str, Any] = {TABLE_KEY_PREFIX + sanitize_key(name): table}
         if step is not None:
             row[STEP_KEY] = step
+        self._define([key for key in row if key != STEP_KEY])
         run.log(row)
         self._sent_tables.add((name, step, digest))
 
@@ -412,7 +479,8 @@ class WandbTracker:
         if summary is None:
             return
         name = summary.directory.parent.parent.name  # <output_dir>/<spec name>/sweeps/<sweep key>
-        tracker = cls(options, summary.directory)
+        # The summary is a run of its own, never one that a tracking entry's run_id names.
+        tracker = cls({key: value for key, value in options.items() if key != "run_id"}, summary.directory)
         tracker.start(
             f"{SWEEP_RUN_PREFIX}{sweep_key}", f"{name} (sweep {sweep_key})", name,
             {"emergence.sweep": sweep_key, SWEEP_PARENT_TAG: "true"}, {SWEEP_PARENT_CONFIG: True, "sweep_key": sweep_key},
@@ -490,7 +558,7 @@ class WandbTracker:
         except records.CorruptRunFile as error:
             raise LookupError(str(error)) from None
         known = set(Spec.model_fields) | set(RUN_IDENTITY_FIELDS)
-        spec = {key: value for key, value in run_log.config.items() if key in known}
+        spec = {key: value for key, value in emergence_config(run_log.config).items() if key in known}
         if "name" not in spec:
             raise LookupError(f"{ref}: W&B run {run_log.run_id} has no emergence spec in its config")
         return spec
@@ -508,13 +576,20 @@ def _runs_at(source: str) -> list[tuple[Path, str]]:
         raise NoSuchPath(str(error)) from None
 
 
+def emergence_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What emergence sent as a run's config: the whole config, or, in a run someone else made (run_id), its
+    ``emergence`` key."""
+    adopted = config.get(ADOPTED_CONFIG_KEY)
+    return adopted if isinstance(adopted, Mapping) and "name" in adopted else config
+
+
 def _project_of(run_log: records.RunLog) -> str | None:
     return run_log.run.project if run_log.run is not None and run_log.run.project else None
 
 
 def _summary_row(run_log: records.RunLog) -> dict[str, Any]:
     """A run as one record of ``read_runs`` (the keys of ``emergence.tracking.RUN_RECORD_FIELDS``)."""
-    config = run_log.config
+    config = emergence_config(run_log.config)
     task = config.get("task") if isinstance(config.get("task"), Mapping) else {}
     model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
     tags: dict[str, str] = {}
