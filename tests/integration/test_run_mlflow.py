@@ -201,9 +201,9 @@ def test_probes_ablation_and_feature_verdicts_land_in_mlflow(tiny_raw, write_spe
 def test_server_that_comes_back_is_caught_up_mid_run(tiny_raw, write_spec, mlflow_server, monkeypatch):
     """Stop the server at step 25 and start it again at step 45: the run catches the tracker up from its
     journal, and at the end every journal value is in MLflow exactly once."""
-    import emergence.runner
+    import emergence.recorder
 
-    monkeypatch.setattr(emergence.runner, "TRACKER_RETRY_SECONDS", 0.0)  # retry at every measurement
+    monkeypatch.setattr(emergence.recorder, "TRACKER_RETRY_SECONDS", 0.0)  # retry at every measurement
     run_spec = tiny_run_spec(tiny_raw, write_spec, mlflow_server.uri, experiment="e2e-comeback", overrides=["training.steps=80"])
     seen: dict[str, bool] = {}
 
