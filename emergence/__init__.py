@@ -14,8 +14,9 @@ Importing this package is light: torch and the run engine are imported when a ru
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from emergence.lazy import lazy_exports
 from emergence.version import __version__
 
 if TYPE_CHECKING:
@@ -49,14 +50,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'emergence' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    globals()[name] = value  # found once, then an ordinary attribute
-    return value
+__getattr__ = lazy_exports(__name__, _PUBLIC)
 
 
 def __dir__() -> list[str]:

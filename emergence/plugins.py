@@ -10,8 +10,9 @@ tracker plugin that imports ``Tracker`` from here does not pay for torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from emergence.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from emergence.capture import CaptureRequest, Position, Site
@@ -95,12 +96,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'emergence.plugins' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _PUBLIC)
 
 
 def __dir__() -> list[str]:
