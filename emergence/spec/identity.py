@@ -17,6 +17,8 @@ RUN_KEY_VERSION = 1
 def canonical_form(spec: Spec | BaseModel) -> str:
     # A model preset is only a name for the shape it expanded to; the shape is in the form already.
     excluded: dict[str, Any] = {name: True for name in NON_RESULT_FIELDS} | {"model": {"preset"}}
+    if getattr(spec, "jacobian", None) is None:
+        excluded["jacobian"] = True  # added later: specs without the study keep the run keys they had
     resolved = spec.model_dump(mode="json", exclude=excluded)
     return json.dumps(resolved, sort_keys=True, separators=(",", ":"))
 

@@ -8,14 +8,17 @@ task classes are torch-free, and a tracker or executor is checked by name withou
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -23,6 +26,7 @@ from pydantic import (
 
 from emergence import registry
 from emergence.registry import Registry, UnknownNameError, did_you_mean
+from emergence.spec.jacobian_checks import JacobianSpecProblem, check_jacobian_spec
 
 
 class MeasureOptionsError(ValueError):
@@ -108,6 +112,9 @@ def preset_parameters(name: str) -> int:
 
 
 class ModelSpec(Strict):
+    # Excluded from dumps: a transformer spec's canonical form (and so its run key) is what it was before
+    # model kinds existed.
+    kind: Literal["transformer"] = Field("transformer", exclude=True, description="transformer (default) or mlp")
     preset: str | None = Field(
         None, description=f"a named size ({', '.join(MODEL_PRESETS)}): sets n_layers, d_model, n_heads; fields given beside it win"
     )
@@ -146,6 +153,24 @@ class ModelSpec(Strict):
         if self.d_head is None and self.d_model % self.n_heads:
             raise FieldError("n_heads", f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}; set d_head explicitly")
         return self
+
+
+class MLPModelSpec(Strict):
+    """A plain MLP on a task that offers its examples as vectors (``digits``): the training-Jacobian study's model."""
+
+    kind: Literal["mlp"]
+    sizes: list[PositiveInt] = Field(min_length=2, description="layer widths: the task's input width first, its classes last")
+    act: Literal["relu", "gelu", "gelu_new", "tanh", "silu"] = Field("gelu", description="gelu_new: the tanh approximation (Flax's gelu)")
+
+
+def _model_kind(data: Any) -> str:
+    kind = data.get("kind", "transformer") if isinstance(data, dict) else getattr(data, "kind", "transformer")
+    return "mlp" if kind == "mlp" else "transformer"  # an unknown kind is reported by ModelSpec's Literal
+
+
+AnyModelSpec = Annotated[
+    Annotated[ModelSpec, Tag("transformer")] | Annotated[MLPModelSpec, Tag("mlp")], Discriminator(_model_kind)
+]
 
 
 class OptimizerSpec(Strict):
@@ -280,6 +305,39 @@ class ExecutionSpec(Strict):
         return known_name(registry.executors, executor)
 
 
+class RetrainSpec(Strict):
+    subspaces: list[Literal["chaotic", "bulk", "stable"]] = Field(
+        default_factory=lambda: ["chaotic", "bulk", "stable"], description="which top-k subspaces to retrain in"
+    )
+    dims: list[PositiveInt] | None = Field(None, description="subspace sizes k; null = `points` sizes from n/48 to n")
+    points: PositiveInt = Field(10, description="how many sizes when dims is null")
+
+
+class JacobianSpec(Strict):
+    """The training Jacobian J = dθ_T/dθ_0 of the whole run (docs/jacobian.md)."""
+
+    mode: Literal["exact", "sketch"] = Field("exact", description="exact: every column by JVPs; sketch: randomized SVD")
+    max_exact_params: PositiveInt = Field(10_000, description="exact mode refuses bigger models unless force")
+    force: bool = Field(False, description="exact mode above max_exact_params (J is n x n floats)")
+    chunk_size: PositiveInt = Field(1024, description="tangents per forward-mode pass (memory ~ chunk x state)")
+    rank: PositiveInt = Field(100, description="sketch: singular values kept")
+    oversample: NonNegativeInt = Field(10, description="sketch: extra random directions")
+    power_iterations: NonNegativeInt = Field(1, description="sketch: each adds a VJP and a JVP pass")
+    tolerances: list[PositiveFloat] = Field(default_factory=lambda: [1e-3, 1e-2, 1e-1], min_length=1, description="δ for the counts")
+    retrain: RetrainSpec | None = Field(RetrainSpec(), description="subspace-restricted retraining; null = none")
+
+    @model_validator(mode="after")
+    def _sketch_knows_only_the_top(self) -> JacobianSpec:
+        if self.mode == "sketch" and self.retrain is not None:
+            unknown = [s for s in self.retrain.subspaces if s != "chaotic"]
+            if unknown:
+                raise FieldError(
+                    "retrain.subspaces",
+                    f"given {unknown}: a sketch knows only the top singular directions; allowed in sketch mode: chaotic",
+                )
+        return self
+
+
 SITES = ("embed", "resid_pre", "resid_mid", "resid_post")  # the hook sites of the models `emergence run` builds
 
 DEFAULT_MEASURES: list[dict[str, Any]] = [
@@ -294,7 +352,7 @@ class Spec(Strict):
     description: str = ""
     seed: int = Field(0, ge=0)
     task: TaskSpec
-    model: ModelSpec = ModelSpec()
+    model: AnyModelSpec = ModelSpec()
     training: TrainingSpec = TrainingSpec()
     measures: list[MeasureSpec] = Field(default_factory=lambda: [MeasureSpec(**m) for m in DEFAULT_MEASURES])
     schedule: ScheduleSpec = ScheduleSpec()
@@ -302,6 +360,25 @@ class Spec(Strict):
     tracking: list[TrackingSpec] = Field(default_factory=lambda: [TrackingSpec(backend="mlflow")])
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted path -> values; the product is the sweep")
     execution: ExecutionSpec = ExecutionSpec()
+    jacobian: JacobianSpec | None = Field(None, description="run the training-Jacobian study instead of measuring steps")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _study_measures_nothing(cls, data: Any) -> Any:
+        """The Jacobian study and an MLP measure no steps: their measures default to none."""
+        if isinstance(data, dict) and "measures" not in data:
+            model = data.get("model")
+            if data.get("jacobian") is not None or (isinstance(model, dict) and model.get("kind") == "mlp"):
+                return {**data, "measures": []}
+        return data
+
+    @model_validator(mode="after")
+    def _jacobian_study(self) -> Spec:
+        try:
+            check_jacobian_spec(self)
+        except JacobianSpecProblem as problem:
+            raise FieldError(problem.path, str(problem)) from None
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Spec:

@@ -10,6 +10,7 @@ from emergence.tasks import (  # noqa: F401  (importing a module registers its t
     array_algorithms,
     binary_arithmetic,
     decimal_arithmetic,
+    digits,
     graphs,
     logical_deduction,
     modular_arithmetic,
