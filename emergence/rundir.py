@@ -27,6 +27,7 @@ STATUS_FILE = "status.json"
 VERDICTS_FILE = "verdicts.json"
 ANALYSIS_FILE = "analysis.json"
 REPORT_FILE = "report.html"
+JACOBIAN_FILE = "jacobian.json"  # the training-Jacobian study's spectrum, counts and curves (studies/jacobian_run.py)
 CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 
@@ -118,6 +119,13 @@ def write_status(run_dir: Path, state: str, **details: Any) -> None:
     path = Path(run_dir) / STATUS_FILE
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"state": state, **details}, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def replace_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically: a reader never sees half a file."""
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
     os.replace(tmp, path)
 
 

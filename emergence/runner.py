@@ -238,4 +238,8 @@ class Run:
 
 
 def run_one(run_spec: RunSpec, progress: ProgressCallback | None = None) -> RunOutcome:
+    if getattr(run_spec.spec, "jacobian", None) is not None:
+        from emergence.studies.jacobian_run import run_study  # torch.func and scipy only for the study
+
+        return run_study(run_spec)
     return Run(run_spec, progress).execute()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from emergence.reports.html_page import CSS, columns, esc, fmt, replace_file, section, table
+from emergence.reports.jacobian_page import jacobian_section, plot_jacobian, read_jacobian
 from emergence.reports.plots import (
     BEHAVIOR_PLOT,
     plot_behavior,
@@ -49,17 +50,21 @@ def write_report(run_dir: Path) -> Path:
     data = load_run_data(run_dir)
     behavior_plot = plot_behavior(data, run_dir / BEHAVIOR_PLOT)
     plots = ([behavior_plot] if behavior_plot else []) + plot_geometry_families(data, run_dir) + plot_probes(data, run_dir)
-    return replace_file(run_dir / REPORT_FILE, render_html(data, plots))
+    jacobian = read_jacobian(run_dir)
+    if jacobian is not None:  # a training-Jacobian study: its figures lead the plots
+        plots = plot_jacobian(jacobian, run_dir) + plots
+    return replace_file(run_dir / REPORT_FILE, render_html(data, plots, jacobian))
 
 
 # --- HTML ----------------------------------------------------------------------------------------
 
-def render_html(data: RunData, plots: Sequence[str]) -> str:
+def render_html(data: RunData, plots: Sequence[str], jacobian: Mapping[str, Any] | None = None) -> str:
     state = (data.status or {}).get("state") or "unknown"
     title = f"{data.spec_name} / {data.run_key}"
     sections = [
         _header(data, state),
         section("Summary", _summary(data)),
+        *([section("Training Jacobian", jacobian_section(jacobian))] if jacobian is not None else []),
         section("Precursor verdicts", _verdict_table(data)),
         *([section("Quiet features", _feature_table(data))] if data.feature_verdicts else []),
         section("Collapse", _collapse_table(data)),

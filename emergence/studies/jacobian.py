@@ -203,7 +203,7 @@ def exact_svd(
         vt.T,
         theta_final,
         theta0.numel(),
-        {"jacobian": jvp_seconds, "svd": time.perf_counter() - started},
+        {"jvps": jvp_seconds, "svd": time.perf_counter() - started},
         {"chunk_size": chunk_size, "jacobian_frobenius": float(np.linalg.norm(s))},
     )
 
