@@ -7,6 +7,10 @@ modules is a family of layers: ``transformer.h.*`` gives the family ``transforme
 (``geometry/rankme/transformer.h/L3``) and the analysis orders the layers. A path without ``*`` is a family
 of one, layer 0.
 
+On a TransformerLens model (a HookedTransformer or TransformerBridge) a trained run's site names work too:
+``resid_post`` is the hook ``blocks.{i}.hook_resid_post`` of every layer, captured through ``run_with_hooks``,
+and the keys are a trained run's (``geometry/rankme/resid_post/L1``).
+
 Each forward hook reduces its module's output as soon as it is made (the last position, or the mean over
 positions, of a ``[N, seq, d]`` output; an output with no sequence axis, ``[N, d]``, as it is) and keeps
 nothing else, so memory grows with the diagnostic batch, not with the sequence length.
@@ -16,13 +20,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from emergence.capture import CaptureRequest
+from emergence.batches import call_model
+from emergence.capture import SITES, CaptureRequest
 
 MODULE_POSITIONS = ("last_input", "mean")  # last_input: the last position, or the user's positions tensor
 
@@ -36,7 +41,21 @@ class MonitorInputError(ValueError):
 class ModuleSite:
     family: str  # the key's site part
     layer: int
-    path: str  # the module in named_modules()
+    path: str  # the module in named_modules(), or a TransformerLens hook name when ``hook``
+    hook: bool = False
+
+
+def is_transformer_lens(model: torch.nn.Module) -> bool:
+    """A HookedTransformer or TransformerBridge: hooks by name through ``run_with_hooks``, layers in ``cfg``."""
+    return callable(getattr(model, "run_with_hooks", None)) and hasattr(getattr(model, "cfg", None), "n_layers")
+
+
+def transformer_lens_sites(model: torch.nn.Module, site: str) -> list[ModuleSite]:
+    """A trained run's site name (``resid_post`` ...) on a TransformerLens model: its hook in every layer, so the
+    keys are a trained run's (``geometry/rankme/resid_post/L1``)."""
+    if site == "embed":
+        return [ModuleSite("embed", 0, "hook_embed", hook=True)]
+    return [ModuleSite(site, layer, f"blocks.{layer}.hook_{site}", hook=True) for layer in range(model.cfg.n_layers)]
 
 
 def pattern_regex(pattern: str) -> re.Pattern[str]:
@@ -46,6 +65,8 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
 def match_sites(model: torch.nn.Module, pattern: str) -> list[ModuleSite]:
     """The modules ``pattern`` names in ``model``, as a family of layers; raises ``MonitorInputError``
     naming the closest module paths when it names none."""
+    if pattern in SITES and is_transformer_lens(model):
+        return transformer_lens_sites(model, pattern)
     names = [name for name, _ in model.named_modules() if name]
     regex = pattern_regex(pattern)
     matched = [name for name in names if regex.match(name)]
@@ -102,31 +123,36 @@ class ModuleCapture:
         self.model = model
         self.positions = positions
         self._modules = dict(model.named_modules())
-        self._paths = {(site.family, site.layer): site.path for matched in sites.values() for site in matched}
+        self._sites = {(site.family, site.layer): site for matched in sites.values() for site in matched}
 
     def __call__(self, inputs: Any, requests: Sequence[CaptureRequest]) -> dict[CaptureRequest, torch.Tensor]:
         captured: dict[CaptureRequest, torch.Tensor] = {}
-        by_path: dict[str, list[CaptureRequest]] = {}
+        by_site: dict[ModuleSite, list[CaptureRequest]] = {}
         for request in sorted(set(requests)):
-            path = self._paths.get((request.site, request.layer))
-            if path is None:
+            site = self._sites.get((request.site, request.layer))
+            if site is None:
                 raise MonitorInputError(f"no module captured as {request.site} layer {request.layer}")
-            by_path.setdefault(path, []).append(request)
+            by_site.setdefault(site, []).append(request)
 
-        def hook_for(wanted: list[CaptureRequest]):  # noqa: ANN202 - a torch forward hook
-            def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+        def reducer(wanted: list[CaptureRequest]) -> Callable[[Any], None]:
+            def reduce(output: Any) -> None:
                 tensor = _tensor_of(output)
                 for request in wanted:
                     captured[request] = reduce_output(tensor, request.position, self.positions)
 
-            return hook
+            return reduce
 
-        handles = [self._modules[path].register_forward_hook(hook_for(wanted)) for path, wanted in by_path.items()]
+        module_sites = {site: reducer(wanted) for site, wanted in by_site.items() if not site.hook}
+        hooks = [(site.path, transformer_lens_hook(reducer(wanted))) for site, wanted in by_site.items() if site.hook]
+        handles = [self._modules[site.path].register_forward_hook(module_hook(reduce)) for site, reduce in module_sites.items()]
         was_training = self.model.training
         try:
             self.model.eval()
             with torch.no_grad():
-                call_model(self.model, inputs)
+                if hooks:
+                    run_with_hooks(self.model, inputs, hooks)
+                else:
+                    call_model(self.model, inputs)
         finally:
             for handle in handles:
                 handle.remove()
@@ -134,10 +160,24 @@ class ModuleCapture:
         return captured
 
 
-def call_model(model: torch.nn.Module, inputs: Any) -> Any:
-    """``model(**inputs)`` for a mapping (a tokenizer's output), ``model(*inputs)`` for a tuple, else ``model(inputs)``."""
+def module_hook(reduce: Callable[[Any], None]) -> Callable[[torch.nn.Module, Any, Any], None]:
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+        reduce(output)
+
+    return hook
+
+
+def transformer_lens_hook(reduce: Callable[[Any], None]) -> Callable[[torch.Tensor, Any], None]:
+    def hook(activations: torch.Tensor, hook: Any) -> None:
+        reduce(activations)
+
+    return hook
+
+
+def run_with_hooks(model: torch.nn.Module, inputs: Any, hooks: list[tuple[str, Callable[..., None]]]) -> Any:
+    """``call_model`` through a TransformerLens model's ``run_with_hooks``, with its hooks by name."""
     if isinstance(inputs, Mapping):
-        return model(**inputs)
+        return model.run_with_hooks(**inputs, fwd_hooks=hooks)
     if isinstance(inputs, tuple):
-        return model(*inputs)
-    return model(inputs)
+        return model.run_with_hooks(*inputs, fwd_hooks=hooks)
+    return model.run_with_hooks(inputs, fwd_hooks=hooks)

@@ -24,12 +24,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import torch
 
-from emergence import registry
+from emergence import batches, registry
 from emergence.analysis import chance_of
 from emergence.capture import CaptureRequest
 from emergence.measures.base import Measure, MeasureSetup
+from emergence.measures.monitored_loss import LossFn, LossInputError, MonitoredLoss
 from emergence.module_capture import (
     MODULE_POSITIONS,
     ModuleCapture,
@@ -61,10 +63,13 @@ class Monitor:
     (keys without a ``/`` are filed under ``behavior/``); ``analysis.emergence.metric`` names the one whose
     rise is the emergence event. ``positions``: for each diagnostic example, the sequence position to
     capture (default: the last). ``optimizer``: where the learning rate is read from. ``total_steps``:
-    the loop's length, when known (the last step is then always measured).
+    the loop's length, when known (the last step is then always measured). ``loss_fn(model, batch)``: the
+    loss of a batch shaped like ``diagnostic`` (or a subset of its examples), one number or one per example
+    (shape ``[n]``), for the curvature, the LLC and (per example) the gradient ranks. ``features``:
+    ``{name: labels}``, one integer label per diagnostic example (-1: none), for the probes.
 
-    Bad input (a site that matches no module, a diagnostic batch the model cannot take, a measure that
-    needs a task) raises ``MonitorInputError`` or ``SpecError`` here, before any tracker run exists.
+    Bad input (a site that matches no module, a diagnostic batch the model cannot take, a measure whose
+    input is missing, a loss or labels of the wrong shape) raises ``MonitorInputError`` or ``SpecError`` here, before any tracker run exists.
     """
 
     def __init__(
@@ -79,6 +84,8 @@ class Monitor:
         positions: torch.Tensor | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         total_steps: int | None = None,
+        loss_fn: LossFn | None = None,
+        features: Mapping[str, Any] | None = None,
     ) -> None:
         self.run_spec = resolve_monitor(spec, list(overrides), run_name)
         self.spec = self.run_spec.spec
@@ -88,6 +95,8 @@ class Monitor:
         self.optimizer = optimizer
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.n_params = sum(p.numel() for p in model.parameters())
+        self.loss = self._check_loss(loss_fn)
+        self.features = None if features is None else feature_labels(features, batch_size(diagnostic))
         self.measures, site_layers = self._build_measures(positions, total_steps)
         self._capture = ModuleCapture(model, site_layers, positions)
         self._check_capture()
@@ -110,11 +119,7 @@ class Monitor:
         classes, options, sites = [], [], {}
         for index, measure_spec in enumerate(self.spec.measures):
             measure_class = registry.measures.get(measure_spec.name)
-            if measure_class.needs_task:
-                raise MonitorInputError(
-                    f"measures.{index}: measure {measure_spec.name!r} reads the task of a run that emergence trains "
-                    "(its training data, answer positions or feature labels); a Monitor cannot give it that yet"
-                )
+            self._check_inputs(f"measures.{index}", measure_class)
             measure_options = measure_class.Options.model_validate(measure_spec.options())
             position = getattr(measure_options, "position", None)
             if position is not None and position not in MODULE_POSITIONS:
@@ -132,10 +137,44 @@ class Monitor:
         layers = [layer for matched in site_layers.values() for _, layer in matched]
         setup = MeasureSetup(
             n_layers=max(layers, default=-1) + 1, d_model=0, task=None, device=self.device, seed=self.spec.seed,
-            total_steps=total_steps, site_layers=site_layers,
+            total_steps=total_steps, site_layers=site_layers, loss=self.loss, features=self.features,
         )
-        built = [(cls(opts, setup), every or cls.default_every) for (cls, every), opts in zip(classes, options, strict=True)]
+        built = []
+        for index, ((cls, every), opts) in enumerate(zip(classes, options, strict=True)):
+            try:
+                built.append((cls(opts, setup), every or cls.default_every))
+            except ValueError as error:  # a measure that cannot work with what it was given says so here
+                raise MonitorInputError(f"measures.{index} ({cls.name}): {error}") from None
         return built, sites
+
+    def _check_loss(self, loss_fn: LossFn | None) -> MonitoredLoss | None:
+        if loss_fn is None:
+            return None
+        try:
+            return MonitoredLoss(self.model, loss_fn, self.diagnostic)
+        except LossInputError as error:
+            raise MonitorInputError(str(error)) from None
+
+    def _check_inputs(self, where: str, measure_class: type[Measure]) -> None:
+        """A measure that reads the task in a trained run runs under a Monitor only on what stands in for it:
+        a ``loss_fn`` (one loss per example for the gradient ranks) or ``features``."""
+        if not measure_class.needs_task:
+            return
+        name, inputs = measure_class.name, measure_class.monitor_inputs
+        if not inputs:
+            raise MonitorInputError(
+                f"{where}: measure {name!r} reads the task of a run that emergence trains (its answer positions and "
+                "feature labels); a Monitor cannot give it that"
+            )
+        if "features" in inputs and self.features is None:
+            raise MonitorInputError(f"{where}: measure {name!r} needs features={{name: labels}}, one label per diagnostic example")
+        if ("loss_fn" in inputs or "per_example_loss" in inputs) and self.loss is None:
+            raise MonitorInputError(f"{where}: measure {name!r} needs loss_fn=(model, batch) -> loss on the diagnostic batch")
+        if "per_example_loss" in inputs and self.loss is not None and not self.loss.per_example:
+            raise MonitorInputError(
+                f"{where}: measure {name!r} needs one loss per example: loss_fn returned one number; "
+                f"return shape [{self.loss.n}] (reduction='none')"
+            )
 
     def _requests(self, measures: Sequence[Measure]) -> list[CaptureRequest]:
         return [request for measure in measures for request in measure.needs()]
@@ -265,12 +304,23 @@ def behavior_keys(values: Mapping[str, float]) -> dict[str, float]:
     return {(key if "/" in key else BEHAVIOR_PREFIX + key): float(value) for key, value in values.items()}
 
 
-def batch_size(inputs: Any) -> int:
-    """How many examples a diagnostic batch holds (the first axis of its first tensor)."""
-    if isinstance(inputs, torch.Tensor):
-        return int(inputs.shape[0])
-    items = inputs.values() if isinstance(inputs, Mapping) else inputs
-    for item in items:
-        if isinstance(item, torch.Tensor):
-            return int(item.shape[0])
-    raise MonitorInputError(f"diagnostic: no tensor in the batch ({type(inputs).__name__})")
+def batch_size(batch: Any) -> int:
+    try:
+        return batches.batch_size(batch)
+    except ValueError as error:
+        raise MonitorInputError(str(error)) from None
+
+
+def feature_labels(features: Mapping[str, Any], n: int) -> dict[str, np.ndarray]:
+    """``features={name: labels}`` as integer arrays of one label per diagnostic example (-1: no label)."""
+    labels = {}
+    for name, given in features.items():
+        values = np.asarray(given.detach().cpu() if isinstance(given, torch.Tensor) else given)
+        if values.shape != (n,):
+            raise MonitorInputError(f"features.{name}: labels of shape {values.shape}; the diagnostic batch has {n} examples, give ({n},)")
+        if not np.issubdtype(values.dtype, np.number) or not np.array_equal(values, np.rint(values)):
+            raise MonitorInputError(f"features.{name}: labels must be integers (classes, or -1 for no label); given {values.dtype}")
+        labels[name] = values.astype(np.int64)
+    if not labels:
+        raise MonitorInputError("features: empty; give {name: labels}")
+    return labels

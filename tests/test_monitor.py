@@ -77,21 +77,45 @@ def monitor_spec(tmp_path: Path, **changes: object) -> dict:
     return {**spec, **changes}
 
 
+def per_example_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(model(batch)[:, -1], batch[:, 0], reduction="none")
+
+
+def mean_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    return per_example_loss(model, batch).mean()
+
+
+def raising_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    raise KeyError("labels")
+
+
 @pytest.mark.parametrize(
-    ("changes", "diagnostic", "message"),
+    ("changes", "inputs", "message"),
     [
-        ({"measures": [{"name": "rankme", "sites": ["block.*"]}]}, None, r"measures\.0\.sites: site 'block\.\*' matches no module of Mixer; closest: blocks"),
-        ({"measures": [{"name": "probe"}]}, None, "measure 'probe' reads the task of a run that emergence trains"),
-        ({"measures": [{"name": "llc"}]}, None, "measure 'llc' reads the task"),
-        ({"measures": [{"name": "rankme", "sites": ["blocks.*"], "position": "answer"}]}, None, r"measures\.0\.position: given 'answer'"),
-        ({}, torch.randn(4, 6), "diagnostic: Mixer cannot take the diagnostic batch"),
+        ({"measures": [{"name": "rankme", "sites": ["block.*"]}]}, {}, r"measures\.0\.sites: site 'block\.\*' matches no module of Mixer; closest: blocks"),
+        ({"measures": [{"name": "probe", "sites": ["blocks.*"]}]}, {}, r"measures\.0: measure 'probe' needs features=\{name: labels\}"),
+        ({"measures": [{"name": "probe"}]}, {"features": {"first": torch.zeros(4)}}, r"measures\.0 \(probe\): probe: under a Monitor, name the module"),
+        ({"measures": [{"name": "llc"}]}, {}, r"measures\.0: measure 'llc' needs loss_fn=\(model, batch\) -> loss"),
+        ({"measures": [{"name": "hessian_top"}]}, {}, "measure 'hessian_top' needs loss_fn"),
+        ({"measures": [{"name": "fisher_rank"}]}, {"loss_fn": mean_loss}, r"measure 'fisher_rank' needs one loss per example: loss_fn returned one number; return shape \[4\]"),
+        ({"measures": [{"name": "ablation", "features": ["x"]}]}, {}, "measure 'ablation' reads the task of a run that emergence trains"),
+        ({}, {"loss_fn": raising_loss}, "loss_fn: raised KeyError on the diagnostic batch: 'labels'"),
+        ({}, {"loss_fn": lambda model, batch: model(batch)}, r"loss_fn: returned \(4, 6, 8\) on a diagnostic batch of 4 examples"),
+        ({}, {"features": {"first": torch.zeros(3)}}, r"features\.first: labels of shape \(3,\); the diagnostic batch has 4 examples"),
+        ({}, {"features": {"first": torch.full((4,), 0.5)}}, r"features\.first: labels must be integers"),
+        ({"measures": [{"name": "rankme", "sites": ["blocks.*"], "position": "answer"}]}, {}, r"measures\.0\.position: given 'answer'"),
+        ({}, {"diagnostic": torch.randn(4, 6)}, "diagnostic: Mixer cannot take the diagnostic batch"),
     ],
-    ids=["no-such-module", "probe-needs-a-task", "llc-needs-a-task", "answer-position", "bad-batch"],
+    ids=[
+        "no-such-module", "probe-needs-features", "probe-needs-a-site", "llc-needs-a-loss", "hessian-needs-a-loss",
+        "fisher-needs-per-example", "ablation-needs-a-task", "loss-raises", "loss-shape", "labels-length", "labels-not-integer",
+        "answer-position", "bad-batch",
+    ],
 )
-def test_bad_input_is_refused_before_anything_exists(tmp_path: Path, changes: dict, diagnostic: object, message: str) -> None:
-    batch = torch.randint(0, 8, (4, 6)) if diagnostic is None else diagnostic
+def test_bad_input_is_refused_before_anything_exists(tmp_path: Path, changes: dict, inputs: dict, message: str) -> None:
+    inputs = {"diagnostic": torch.randint(0, 8, (4, 6)), **inputs}
     with pytest.raises(emergence.MonitorInputError, match=message):
-        emergence.Monitor(monitor_spec(tmp_path, **changes), model=Mixer(), diagnostic=batch)
+        emergence.Monitor(monitor_spec(tmp_path, **changes), model=Mixer(), **inputs)
     assert not (tmp_path / "runs").exists()
 
 
@@ -154,3 +178,25 @@ def test_a_monitored_run_lands_in_mlflow_as_its_journal_says(tmp_path: Path) -> 
     (row,) = emergence.load_runs(uri, experiment="monitored")
     assert row.run_key == monitor.run_spec.run_key and row.state == "FINISHED"
     assert emergence.report(monitor.run_dir).exists()
+
+
+def test_a_transformer_lens_model_keeps_its_hook_names_and_the_numbers_of_a_trained_run(tmp_path: Path) -> None:
+    """On a bridge, ``sites: [resid_post]`` is the hook of every layer: the keys are a trained run's, and the
+    values equal the trained run's measure on the same activations (our own capture, last input position)."""
+    from emergence.capture import CaptureRequest, capture
+    from emergence.measures.geometry import rankme
+    from emergence.models import build_model
+    from emergence.spec.schema import ModelSpec
+    from emergence.tasks import build_task
+
+    task = build_task("binary_addition", 1, {"n_bits": 3}, 40, 20, 10, 0)
+    model = build_model(ModelSpec(n_layers=2, d_model=16, n_heads=2), len(task.vocab), task.seq_len, 0, torch.device("cpu"))
+    split = task.diagnostic
+    spec = monitor_spec(tmp_path, measures=[{"name": "rankme", "sites": ["resid_post", "embed"]}, {"name": "stable_rank", "sites": ["blocks.*.hook_out"]}])
+    with emergence.Monitor(spec, model=model, diagnostic=split.tokens, positions=split.prompt_len - 1) as monitor:
+        values = monitor.step(0)
+    _, ours = capture(model, split, [CaptureRequest("resid_post", layer) for layer in (0, 1)] + [CaptureRequest("embed", 0)], torch.device("cpu"))
+    for layer in (0, 1):
+        assert values[f"geometry/rankme/resid_post/L{layer}"] == pytest.approx(rankme(ours[CaptureRequest("resid_post", layer)].numpy()), rel=1e-5)
+    assert values["geometry/rankme/embed/L0"] == pytest.approx(rankme(ours[CaptureRequest("embed", 0)].numpy()), rel=1e-5)
+    assert {"geometry/stable_rank/blocks.each.hook_out/L0", "geometry/stable_rank/blocks.each.hook_out/L1"} <= set(values)

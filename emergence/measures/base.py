@@ -16,12 +16,16 @@ from pydantic import BaseModel, ConfigDict
 from emergence import registry
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from emergence.capture import CaptureRequest
+    from emergence.measures.monitored_loss import MonitoredLoss
     from emergence.tasks.base import Split, TaskData
 
 Cost = Literal["cheap", "moderate", "expensive"]
+# What a Monitor must be given for a measure that reads the task in a trained run (``Measure.monitor_inputs``).
+MonitorInput = Literal["loss_fn", "per_example_loss", "features"]
 
 
 class MeasureOptions(BaseModel):
@@ -64,6 +68,11 @@ class MeasureSetup:
     # A monitored model (someone else's, under emergence.Monitor): each site the spec names (a module path
     # pattern) -> the (family, layer) pairs it matched; captures are asked for as CaptureRequest(family, layer).
     site_layers: dict[str, list[tuple[str, int]]] | None = None
+    # A monitored model's loss on its diagnostic batch (the Monitor's loss_fn), for the measures that
+    # differentiate a loss where a trained run uses its task's answer loss.
+    loss: MonitoredLoss | None = None
+    # A monitored model's feature labels for its diagnostic examples (the Monitor's features=): name -> [n].
+    features: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -80,14 +89,17 @@ class MeasureContext:
     tables: dict[str, tuple[list[str], list[list[Any]]]] = field(default_factory=dict)
 
 
-def fixed_train_subset(train: Split, n_examples: int, seed: int) -> Split:
-    """The first ``n_examples`` of a permutation drawn once from the run seed: the same examples at every
-    step, so a change over training is a change of the model and not of the data. The LLC's calibration
-    draws the same subset from a checkpoint's spec."""
+def fixed_subset(n: int, n_examples: int, seed: int) -> torch.Tensor:
+    """The indices of the first ``n_examples`` of a permutation of ``range(n)`` drawn once from the run seed:
+    the same examples at every step, so a change over training is a change of the model and not of the data."""
     import torch  # here, not at the top: this module is imported to validate specs
 
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    return train.subset(order[:n_examples])
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_examples]
+
+
+def fixed_train_subset(train: Split, n_examples: int, seed: int) -> Split:
+    """``fixed_subset`` of a training split. The LLC's calibration draws the same subset from a checkpoint's spec."""
+    return train.subset(fixed_subset(len(train), n_examples, seed))
 
 
 class Measure(ABC):
@@ -98,6 +110,9 @@ class Measure(ABC):
     # Whether it reads the run's task (``setup.task``: training data, answer positions, feature labels), which
     # a model monitored in someone else's loop does not have: emergence.Monitor refuses such a measure.
     needs_task: ClassVar[bool] = False
+    # What a Monitor must be given instead of the task (a loss_fn, one with a loss per example, feature
+    # labels); empty for a measure that needs the task and has no other way (the ablation).
+    monitor_inputs: ClassVar[tuple[MonitorInput, ...]] = ()
 
     def __init_subclass__(cls, declared: str | None = None, **kwargs: Any) -> None:
         """``declared="name"``: a built-in, whose name, options, cost and cadence are its declaration's."""

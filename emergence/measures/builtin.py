@@ -89,6 +89,9 @@ class ProbeOptions(MeasureOptions):
         None, description="feature families (carry, queue) or single components (queue/A); null: every feature of the task"
     )
     site: Literal["resid_pre", "resid_mid", "resid_post"] = "resid_post"
+    sites: Annotated[list[str], Field(min_length=1, max_length=1)] | None = Field(
+        None, description="a Monitor only: the one module path (globs allowed) whose outputs the probes read, as a one-item list"
+    )
     layers: Literal["all"] | list[int] = "all"
     fit_size: PositiveInt = Field(2000, description="fresh examples the probes are fitted on")
     held_out_size: PositiveInt = Field(500, description="fresh examples the probes are scored on")

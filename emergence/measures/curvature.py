@@ -19,7 +19,15 @@ from typing import Literal
 import torch
 from torch.func import functional_call
 
-from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup, fixed_train_subset
+from emergence.measures.base import (
+    Measure,
+    MeasureContext,
+    MeasureOptions,
+    MeasureSetup,
+    fixed_subset,
+    fixed_train_subset,
+)
+from emergence.measures.monitored_loss import MonitoredLoss
 from emergence.measures.parameters import evaluation_mode, matches_prefix
 from emergence.train.loop import answer_loss
 
@@ -41,7 +49,12 @@ class TopEigenvalue:
 
 
 def lanczos_top_eigenvalue(
-    matvec: MatVec, dim: int, max_iterations: int, tolerance: float, generator: torch.Generator, device: torch.device
+    matvec: MatVec,
+    dim: int,
+    max_iterations: int,
+    tolerance: float,
+    generator: torch.Generator,
+    device: torch.device,
 ) -> TopEigenvalue:
     """Largest eigenvalue of the symmetric operator ``matvec`` by Lanczos with full reorthogonalisation.
 
@@ -109,9 +122,7 @@ class TraceEstimate:
     n_probes: int
 
 
-def hutchinson_trace(
-    matvec: MatVec, dim: int, n_probes: int, generator: torch.Generator, device: torch.device
-) -> TraceEstimate:
+def hutchinson_trace(matvec: MatVec, dim: int, n_probes: int, generator: torch.Generator, device: torch.device) -> TraceEstimate:
     """Hutchinson's estimator tr H = E[z^T H z] with Rademacher z (entries +-1, drawn on the CPU).
 
     Rademacher rather than Gaussian probes: the variance is 2 * sum_{i != j} H_ij^2, with no diagonal
@@ -204,7 +215,10 @@ def select_parameters(model: torch.nn.Module, prefixes: Literal["all"] | Sequenc
 
 
 def model_loss_hvp(
-    model: torch.nn.Module, tokens: torch.Tensor, target_mask: torch.Tensor, prefixes: Literal["all"] | Sequence[str]
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    target_mask: torch.Tensor,
+    prefixes: Literal["all"] | Sequence[str],
 ) -> HessianVectorProduct:
     """Hessian-vector products of ``answer_loss`` on one batch w.r.t. the selected parameters.
 
@@ -231,16 +245,32 @@ def measurement_generator(seed: int, step: int) -> torch.Generator:
 # -- measures ------------------------------------------------------------------------------------
 
 
+def monitored_loss_hvp(
+    model: torch.nn.Module, loss: MonitoredLoss, index: torch.Tensor, prefixes: Literal["all"] | Sequence[str]
+) -> HessianVectorProduct:
+    """Hessian-vector products of a monitored model's mean loss (the user's ``loss_fn``) on the examples
+    ``index`` picks from its diagnostic batch, w.r.t. the selected parameters; the model is only read."""
+    selected = select_parameters(model, prefixes)
+    frozen = {name: p.detach() for name, p in model.named_parameters() if name not in selected}
+    return HessianVectorProduct(lambda params: loss.mean({**frozen, **params}, index), selected)
+
+
 class CurvatureMeasure(Measure):
     needs_task = True  # a fixed batch of the run's training data
+    monitor_inputs = ("loss_fn",)  # under a Monitor: the user's mean loss on a fixed part of the diagnostic batch
 
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
+        if setup.loss is not None:
+            self.index = fixed_subset(setup.loss.n, self.options.batch_size, setup.seed)
+            return
         batch = fixed_train_subset(setup.task.train, self.options.batch_size, setup.seed)
         self.tokens = batch.tokens.to(setup.device)
         self.target_mask = batch.target_mask.to(setup.device)
 
     def _hvp(self, model: torch.nn.Module) -> HessianVectorProduct:
+        if self.setup.loss is not None:
+            return monitored_loss_hvp(model, self.setup.loss, self.index, self.options.parameters)
         return model_loss_hvp(model, self.tokens, self.target_mask, self.options.parameters)
 
 
@@ -253,7 +283,12 @@ class HessianTop(CurvatureMeasure, declared="hessian_top"):
                 return {key: math.nan, f"{key}/iterations": 0.0, f"{key}/residual": math.nan}
             generator = measurement_generator(self.setup.seed, context.step)
             top = lanczos_top_eigenvalue(
-                hvp, hvp.dim, self.options.max_iterations, self.options.tolerance, generator, self.tokens.device
+                hvp,
+                hvp.dim,
+                self.options.max_iterations,
+                self.options.tolerance,
+                generator,
+                self.setup.device,
             )
         return {key: top.value, f"{key}/iterations": float(top.iterations), f"{key}/residual": top.residual}
 
@@ -266,5 +301,9 @@ class HessianTrace(CurvatureMeasure, declared="hessian_trace"):
             if not math.isfinite(hvp.loss):
                 return {key: math.nan, f"{key}/standard_error": math.nan, f"{key}/n_probes": 0.0}
             generator = measurement_generator(self.setup.seed, context.step)
-            trace = hutchinson_trace(hvp, hvp.dim, self.options.n_probes, generator, self.tokens.device)
-        return {key: trace.estimate, f"{key}/standard_error": trace.standard_error, f"{key}/n_probes": float(trace.n_probes)}
+            trace = hutchinson_trace(hvp, hvp.dim, self.options.n_probes, generator, self.setup.device)
+        return {
+            key: trace.estimate,
+            f"{key}/standard_error": trace.standard_error,
+            f"{key}/n_probes": float(trace.n_probes),
+        }

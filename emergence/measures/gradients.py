@@ -16,7 +16,6 @@ The Gram is accumulated in float64 over column blocks so small eigenvalues are n
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -26,7 +25,7 @@ from jaxtyping import Bool, Float, Int
 
 from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup
 from emergence.measures.geometry import rankme
-from emergence.measures.parameters import evaluation_mode, matches_prefix, readable_name
+from emergence.measures.parameters import ParameterSlice, evaluation_mode, matches_prefix, readable_name
 from emergence.tasks.base import Split
 
 GRAM_COLUMN_BLOCK = 16_384  # float64 copies of at most n x this many gradient entries at once
@@ -38,7 +37,9 @@ LogLikelihood = Callable[..., torch.Tensor]  # (params, *one_example_inputs) -> 
 
 
 def answer_log_likelihood(
-    logits: Float[torch.Tensor, "seq vocab"], tokens: Int[torch.Tensor, " seq"], target_mask: Bool[torch.Tensor, " seq"]
+    logits: Float[torch.Tensor, "seq vocab"],
+    tokens: Int[torch.Tensor, " seq"],
+    target_mask: Bool[torch.Tensor, " seq"],
 ) -> torch.Tensor:
     """Sum over one example's answer positions of log p(target); position t-1 predicts token t.
 
@@ -47,14 +48,6 @@ def answer_log_likelihood(
     log_probs = F.log_softmax(logits[:-1].float(), dim=-1)
     target_log_probs = log_probs.gather(-1, tokens[1:, None])[:, 0]
     return (target_log_probs * target_mask[1:].to(target_log_probs.dtype)).sum()
-
-
-@dataclass(frozen=True)
-class ParameterSlice:
-    """The leading ``count`` scalars (in flattened order) of the parameter called ``name``."""
-
-    name: str
-    count: int
 
 
 def per_example_gradients(
@@ -180,20 +173,32 @@ def model_gradients(
 class GradientMeasure(Measure):
     family: ClassVar[str] = "gradient"
     needs_task = True  # the diagnostic set's answer tokens, for the log-likelihood of each example
+    monitor_inputs = ("per_example_loss",)  # under a Monitor: the gradient of each diagnostic example's loss
 
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
-        self.examples = self._choose_examples()
+        self.index = self._choose_examples()
 
-    def _choose_examples(self) -> Split:
+    def _choose_examples(self) -> torch.Tensor:
         """A subset drawn once from the run seed, not per step: every step sees the same examples,
         so a change in the series is a change in the model, not in the sample."""
-        diagnostic = self.setup.task.diagnostic
+        n_total = len(self.setup.task.diagnostic) if self.setup.loss is None else self.setup.loss.n
         n_examples = self.options.n_examples
-        if n_examples is None or n_examples >= len(diagnostic):
-            return diagnostic
+        if n_examples is None or n_examples >= n_total:
+            return torch.arange(n_total)
         generator = torch.Generator().manual_seed(self.setup.seed * 1_000_003 + 17)
-        return diagnostic.subset(torch.randperm(len(diagnostic), generator=generator)[:n_examples].sort().values)
+        return torch.randperm(n_total, generator=generator)[:n_examples].sort().values
+
+    def _gradients(self, model: torch.nn.Module, selection: Sequence[ParameterSlice] | None) -> Float[torch.Tensor, "n p"]:
+        """Per-example gradients of the chosen examples: of the answer log-likelihood in a trained run, of
+        the user's per-example loss under a Monitor (a sign apart, the Gram matrix is the same)."""
+        loss = self.setup.loss
+        if loss is None:
+            return model_gradients(model, self.setup.task.diagnostic.subset(self.index), selection, self.options.chunk_size)
+        if selection is None:
+            selection = [ParameterSlice(name, p.numel()) for name, p in model.named_parameters()]
+        with evaluation_mode(model):
+            return loss.per_example_gradients(selection, self.index, self.options.chunk_size)
 
     def _values(self, gram: np.ndarray, n_parameters: int) -> dict[str, float]:
         key = f"{self.family}/{self.name}"
@@ -204,7 +209,7 @@ class FisherRank(GradientMeasure, declared="fisher_rank"):
     """``/trace`` is tr G, the mean squared per-example gradient norm: the scale RankMe divides out."""
 
     def compute(self, context: MeasureContext) -> dict[str, float]:
-        gradients = model_gradients(context.model, self.examples, None, self.options.chunk_size)
+        gradients = self._gradients(context.model, None)
         return self._values(gradient_gram(gradients, centre=False), gradients.shape[1])
 
 
@@ -214,7 +219,7 @@ class GradCovRank(GradientMeasure, declared="grad_cov_rank"):
     def compute(self, context: MeasureContext) -> dict[str, float]:
         named_shapes = [(name, p.numel()) for name, p in context.model.named_parameters()]
         selection = select_parameters(named_shapes, self.options.parameters, self.options.max_parameters)
-        gradients = model_gradients(context.model, self.examples, selection, self.options.chunk_size)
+        gradients = self._gradients(context.model, selection)
         n_parameters = gradients.shape[1]
         values = self._values(gradient_gram(gradients, centre=True), n_parameters)
         return {**values, f"{self.family}/{self.name}/n_parameters": float(n_parameters)}

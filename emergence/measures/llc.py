@@ -36,7 +36,15 @@ from devinterp.optim import SGMCMC
 from devinterp.utils import default_nbeta
 from torch.func import functional_call
 
-from emergence.measures.base import Measure, MeasureContext, MeasureOptions, MeasureSetup, fixed_train_subset
+from emergence.measures.base import (
+    Measure,
+    MeasureContext,
+    MeasureOptions,
+    MeasureSetup,
+    fixed_subset,
+    fixed_train_subset,
+)
+from emergence.measures.monitored_loss import MonitoredLoss
 from emergence.measures.parameters import evaluation_mode
 from emergence.train.loop import answer_loss
 
@@ -178,9 +186,7 @@ def trace_rise(excess: np.ndarray) -> tuple[float, bool]:
     return relative, t > float(scipy.stats.t.ppf(RISE_SIGNIFICANCE, len(rises) - 1))
 
 
-def estimate_llc(
-    trace: SGLDTrace, init_loss: float, nbeta: float, num_burnin_steps: int, rise_tolerance: float
-) -> LLCEstimate:
+def estimate_llc(trace: SGLDTrace, init_loss: float, nbeta: float, num_burnin_steps: int, rise_tolerance: float) -> LLCEstimate:
     """LLC = nbeta (mean minibatch loss over the draws - L(w*)) per chain; burn-in steps are dropped.
 
     Unreliable when a chain (or L(w*)) is non-finite, or when the excess loss after burn-in still rises
@@ -208,7 +214,17 @@ def estimate_llc(
     else:
         relative, rising, mean, std = math.nan, False, math.nan, math.nan
     return LLCEstimate(
-        mean, std, per_chain, init_loss, nbeta, relative, rising, non_finite, trace.loss, trace.baseline, num_burnin_steps
+        mean,
+        std,
+        per_chain,
+        init_loss,
+        nbeta,
+        relative,
+        rising,
+        non_finite,
+        trace.loss,
+        trace.baseline,
+        num_burnin_steps,
     )
 
 
@@ -216,7 +232,11 @@ def estimate_llc(
 
 
 def per_example_answer_loss(
-    model: torch.nn.Module, params: dict[str, torch.Tensor], tokens: torch.Tensor, mask: torch.Tensor, chunk: int
+    model: torch.nn.Module,
+    params: dict[str, torch.Tensor],
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    chunk: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per example: the summed cross-entropy over its answer tokens, and how many there are (float64)."""
     sums, counts = [], []
@@ -266,6 +286,44 @@ def model_llc(
     return estimate_llc(trace, init_loss, settings.nbeta, settings.num_burnin_steps, rise_tolerance)
 
 
+def monitored_llc(
+    model: torch.nn.Module,
+    loss: MonitoredLoss,
+    index: torch.Tensor,
+    settings: SGLDSettings,
+    batch_size: int,
+    seed: int,
+    rise_tolerance: float,
+) -> LLCEstimate:
+    """``model_llc`` for a monitored model: L is the user's mean loss (``loss_fn``) on the examples ``index``
+    picks from the diagnostic batch, each example weighing the same. The loss at w* of each SGLD minibatch
+    comes from per-example losses computed once when ``loss_fn`` gives them, else from one more forward pass."""
+    trainable = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
+    at_start = {**frozen, **trainable}
+    with evaluation_mode(model):
+
+        def loss_fn(params: dict[str, torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+            return loss.mean({**frozen, **params}, index[batch])
+
+        with torch.no_grad():
+            if loss.per_example:
+                start_losses = loss.losses(at_start, index).double().cpu()
+                init_loss = float(start_losses.mean())
+
+                def reference_loss(batch: torch.Tensor) -> float:
+                    return float(start_losses[batch].mean())
+            else:
+                init_loss = float(loss.mean(at_start, index))
+
+                def reference_loss(batch: torch.Tensor) -> float:
+                    with torch.no_grad():
+                        return float(loss.mean(at_start, index[batch]))
+
+        trace = sgld_loss_trace(loss_fn, reference_loss, trainable, len(index), batch_size, settings, seed)
+    return estimate_llc(trace, init_loss, settings.nbeta, settings.num_burnin_steps, rise_tolerance)
+
+
 def resolve_nbeta(nbeta: float | None, batch_size: int, n_examples: int) -> float:
     """devinterp's default when unset: default_nbeta(m) = m / log m with m the SGLD batch size."""
     return float(nbeta) if nbeta is not None else float(default_nbeta(min(batch_size, n_examples)))
@@ -280,13 +338,19 @@ def measurement_seed(seed: int, step: int) -> int:
 
 class LLC(Measure, declared="llc"):
     needs_task = True  # SGLD on a fixed subset of the run's training data
+    monitor_inputs = ("loss_fn",)  # under a Monitor: the user's mean loss on a fixed part of the diagnostic batch
 
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
-        subset = fixed_train_subset(setup.task.train, self.options.n_examples, setup.seed)
-        self.tokens = subset.tokens.to(setup.device)
-        self.target_mask = subset.target_mask.to(setup.device)
-        self.nbeta = resolve_nbeta(self.options.nbeta, self.options.batch_size, len(self.tokens))
+        if setup.loss is not None:
+            self.index = fixed_subset(setup.loss.n, self.options.n_examples, setup.seed)
+            n_examples = len(self.index)
+        else:
+            subset = fixed_train_subset(setup.task.train, self.options.n_examples, setup.seed)
+            self.tokens = subset.tokens.to(setup.device)
+            self.target_mask = subset.target_mask.to(setup.device)
+            n_examples = len(self.tokens)
+        self.nbeta = resolve_nbeta(self.options.nbeta, self.options.batch_size, n_examples)
         # The last estimate's loss trace (chains x (burn-in + draws)), for the run to store as an artifact.
         self.last_trace: np.ndarray | None = None
         self.last_estimate: LLCEstimate | None = None
@@ -296,15 +360,28 @@ class LLC(Measure, declared="llc"):
         return SGLDSettings(o.lr, o.localization, self.nbeta, o.num_chains, o.num_draws, o.num_burnin_steps)
 
     def compute(self, context: MeasureContext) -> dict[str, float]:
-        estimate = model_llc(
-            context.model,
-            self.tokens,
-            self.target_mask,
-            self.settings(),
-            self.options.batch_size,
-            measurement_seed(self.setup.seed, context.step),
-            self.options.rise_tolerance,
-        )
+        seed = measurement_seed(self.setup.seed, context.step)
+        o = self.options
+        if self.setup.loss is not None:
+            estimate = monitored_llc(
+                context.model,
+                self.setup.loss,
+                self.index,
+                self.settings(),
+                o.batch_size,
+                seed,
+                o.rise_tolerance,
+            )
+        else:
+            estimate = model_llc(
+                context.model,
+                self.tokens,
+                self.target_mask,
+                self.settings(),
+                o.batch_size,
+                seed,
+                o.rise_tolerance,
+            )
         self.last_trace, self.last_estimate = estimate.trace, estimate
         context.tables["llc_trace"] = trace_table(estimate)
         return estimate_values(estimate)
@@ -314,7 +391,13 @@ def trace_table(estimate: LLCEstimate) -> tuple[list[str], list[list[Any]]]:
     """One row per (chain, SGLD step): the loss, the same minibatch's loss at w*, and whether it is burn-in."""
     columns = ["chain", "sgld_step", "loss", "baseline", "burnin"]
     rows = [
-        [chain, t, float(estimate.trace[chain, t]), float(estimate.baseline[chain, t]), t < estimate.num_burnin_steps]
+        [
+            chain,
+            t,
+            float(estimate.trace[chain, t]),
+            float(estimate.baseline[chain, t]),
+            t < estimate.num_burnin_steps,
+        ]
         for chain in range(estimate.trace.shape[0])
         for t in range(estimate.trace.shape[1])
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -36,3 +37,11 @@ def evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for module, training in modes.items():
             module.training = training
+
+
+@dataclass(frozen=True)
+class ParameterSlice:
+    """The leading ``count`` scalars (in flattened order) of the parameter called ``name``."""
+
+    name: str
+    count: int

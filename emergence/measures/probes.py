@@ -225,6 +225,54 @@ def family_summary(results: Sequence[ProbeResult]) -> dict[str, dict[str, float]
     return summary
 
 
+# -- a monitored model: feature labels of its diagnostic examples, probes on what the Monitor captured --------
+
+HELD_OUT_SHARE = 0.2  # of the diagnostic examples, held out to score the probes fitted on the rest
+
+
+@dataclass
+class MonitoredProbeSet:
+    """The diagnostic examples of a monitored model split once (from the run seed) into fit and held-out rows,
+    with the labels the Monitor was given for them (``features={name: labels}``, one label per example)."""
+
+    fit_rows: np.ndarray
+    held_out_rows: np.ndarray
+    labels: dict[str, np.ndarray]
+    kinds: dict[str, Kind]
+
+
+def monitored_probe_set(labels: dict[str, np.ndarray], options: ProbeOptions, seed: int) -> MonitoredProbeSet:
+    features = select_features(list(labels), options.features)
+    n = len(next(iter(labels.values())))
+    order = np.random.default_rng(seed + PROBE_SEED_OFFSET).permutation(n)
+    n_held_out = max(int(round(n * HELD_OUT_SHARE)), MIN_HELD_OUT)
+    if n - n_held_out < 2:
+        raise ValueError(f"probes need more than {n_held_out + 1} diagnostic examples to fit and score; the batch has {n}")
+    kinds = {f: label_kind(labels[f], options.max_classes) for f in features}
+    return MonitoredProbeSet(np.sort(order[n_held_out:]), np.sort(order[:n_held_out]), {f: labels[f] for f in features}, kinds)
+
+
+def probe_captured(
+    activations: dict[int, np.ndarray], probe_set: MonitoredProbeSet, options: ProbeOptions
+) -> list[ProbeResult]:
+    """Every probe of a monitored model: feature x layer, on the activations the Monitor captured
+    (layer -> [N, d]); there is one position, the one the Monitor captures (reported as position 0)."""
+    results = []
+    for feature, labels in probe_set.labels.items():
+        fit_rows = probe_set.fit_rows[labels[probe_set.fit_rows] != NO_LABEL]
+        held_rows = probe_set.held_out_rows[labels[probe_set.held_out_rows] != NO_LABEL]
+        y_fit, y_held = labels[fit_rows], labels[held_rows]
+        if len(np.unique(y_fit)) < 2 or len(held_rows) < MIN_HELD_OUT:
+            continue  # as for a task's features: a constant label, or too few to score
+        for layer, x in activations.items():
+            accuracy, log_loss, r2, weight, bias = fit_probe(
+                x[fit_rows], y_fit, x[held_rows], y_held, probe_set.kinds[feature], options.C, options.max_iter
+            )
+            kind = probe_set.kinds[feature]
+            results.append(ProbeResult(feature, layer, 0, kind, len(fit_rows), len(held_rows), accuracy, log_loss, r2, weight, bias))
+    return results
+
+
 class ProbeFitting(Measure):
     """What the probe and ablation measures share: the fresh probe set, built once, and the layer list."""
 
@@ -232,7 +280,9 @@ class ProbeFitting(Measure):
 
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
-        self.probe_set = build_probe_set(setup, self.options)
+        if setup.task is not None and self.options.sites is not None:
+            raise ValueError(f"{self.name}.sites names module paths for a Monitor; a trained run probes `site` ({self.options.site})")
+        self.probe_set = build_probe_set(setup, self.options) if setup.task is not None else None
 
     @property
     def layers(self) -> list[int]:
@@ -241,10 +291,30 @@ class ProbeFitting(Measure):
 
 
 class Probe(ProbeFitting, declared="probe"):
+    monitor_inputs = ("features",)  # under a Monitor: labels of the diagnostic examples, probed where the Monitor captures
+
     def __init__(self, options: MeasureOptions, setup: MeasureSetup) -> None:
         super().__init__(options, setup)
         self.baseline: dict[tuple[str, int, int], float] | None = None
         self.baseline_summary: dict[str, dict[str, float]] = {}
+        self.monitored: MonitoredProbeSet | None = None
+        if setup.features is not None:
+            if self.options.sites is None:
+                raise ValueError("probe: under a Monitor, name the module the probes read: sites: [transformer.h.*]")
+            self.monitored = monitored_probe_set(setup.features, self.options, setup.seed)
+
+    def _monitored_sites(self) -> list[tuple[str, int]]:
+        """The (family, layer) pairs a Monitor captures for the probes: the modules ``sites`` matched, those
+        of ``layers`` when it is a list."""
+        assert self.options.sites is not None  # checked when built
+        matched = (self.setup.site_layers or {}).get(self.options.sites[0], [])
+        layers = self.options.layers
+        return [(family, layer) for family, layer in matched if layers == "all" or layer in layers]
+
+    def needs(self) -> list[CaptureRequest]:
+        if self.monitored is None:
+            return []
+        return [CaptureRequest(family, layer, "last_input") for family, layer in self._monitored_sites()]
 
     def _ensure_baseline(self) -> None:
         """Probe the untrained model (same init seed as the run) once; kept in checkpoints."""
@@ -256,10 +326,22 @@ class Probe(ProbeFitting, declared="probe"):
         self.baseline = {(r.feature, r.layer, r.position): r.accuracy for r in results}
         self.baseline_summary = family_summary(results)
 
+    def _results(self, context: MeasureContext) -> list[ProbeResult]:
+        """This step's probes. A monitored model has no untrained twin to compare with: its baseline is its
+        first measurement (step 0 when the loop measures before it trains), kept in ``state_dict``."""
+        if self.monitored is None:
+            self._ensure_baseline()
+            return probe_all(context.model, self.probe_set, self.options, self.layers, self.setup.device)
+        activations = {layer: context.activations[CaptureRequest(family, layer, "last_input")].numpy() for family, layer in self._monitored_sites()}
+        results = probe_captured(activations, self.monitored, self.options)
+        if self.baseline is None:
+            self.baseline = {(r.feature, r.layer, r.position): r.accuracy for r in results}
+            self.baseline_summary = family_summary(results)
+        return results
+
     def compute(self, context: MeasureContext) -> dict[str, float]:
-        self._ensure_baseline()
+        results = self._results(context)
         assert self.baseline is not None
-        results = probe_all(context.model, self.probe_set, self.options, self.layers, self.setup.device)
         rows = [
             [r.feature, family_of(r.feature), r.layer, r.position, r.kind, r.n_fit, r.n_held_out, r.accuracy,
              r.log_loss, r.r2, self.baseline.get((r.feature, r.layer, r.position), math.nan)]
@@ -272,7 +354,7 @@ class Probe(ProbeFitting, declared="probe"):
             values[f"probe/{family}/se"] = summary["se"]
             values[f"probe/{family}/best_layer"] = summary["best_layer"]
             values[f"probe/{family}/baseline"] = self.baseline_summary.get(family, {}).get("accuracy", math.nan)
-            for layer in self.layers:  # DESIGN.md's per-layer key: mean accuracy over the family's cells
+            for layer in sorted({r.layer for r in results}):  # DESIGN.md's per-layer key: mean accuracy over the family's cells
                 if f"L{layer}" in summary:
                     values[f"probe/{family}/L{layer}/acc"] = summary[f"L{layer}"]
         return values

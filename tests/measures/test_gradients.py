@@ -212,7 +212,7 @@ def test_measures_leave_the_model_exactly_as_found(task):
 
 def test_example_subset_is_fixed_by_the_run_seed_across_steps(task):
     def chosen(seed: int) -> list[list[int]]:
-        return FisherRank(FisherRank.Options(n_examples=4), setup_for(task, seed)).examples.tokens.tolist()
+        return FisherRank(FisherRank.Options(n_examples=4), setup_for(task, seed)).index.tolist()
 
     assert len(chosen(0)) == 4
     assert chosen(0) == chosen(0)

@@ -164,8 +164,12 @@ def test_a_probe_set_larger_than_the_input_space_takes_every_input(setup):
     assert (len(measure.probe_set.fit), len(measure.probe_set.held_out)) == (52, 12)  # 64 inputs, 4:1
 
 
-def test_probe_options_are_strict():
+def test_probe_options_are_strict(setup):
     with pytest.raises(ValueError):
-        ProbeOptions(sites=["resid_post"])
+        ProbeOptions(layer=[0])
+    with pytest.raises(ValueError):
+        ProbeOptions(sites=["blocks.*", "embed"])  # a Monitor's probes read one module family
+    with pytest.raises(ValueError, match=r"probe\.sites names module paths for a Monitor; a trained run probes `site`"):
+        Probe(ProbeOptions(sites=["resid_post"]), setup)
     with pytest.raises(ValueError):
         ProbeOptions(C=0)
