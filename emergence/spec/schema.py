@@ -307,7 +307,7 @@ class ExecutionSpec(Strict):
 
 class RetrainSpec(Strict):
     subspaces: list[Literal["chaotic", "bulk", "stable"]] = Field(
-        default_factory=lambda: ["chaotic", "bulk", "stable"], description="which top-k subspaces to retrain in"
+        default_factory=lambda: ["chaotic", "bulk", "stable"], description="which top-k subspaces to retrain in (sketch: chaotic only, its default)"
     )
     dims: list[PositiveInt] | None = Field(None, description="subspace sizes k; null = `points` sizes from n/48 to n")
     points: PositiveInt = Field(10, description="how many sizes when dims is null")
@@ -328,6 +328,8 @@ class JacobianSpec(Strict):
 
     @model_validator(mode="after")
     def _sketch_knows_only_the_top(self) -> JacobianSpec:
+        if self.mode == "sketch" and self.retrain is not None and "subspaces" not in self.retrain.model_fields_set:
+            self.retrain.subspaces = ["chaotic"]  # the default a sketch can honour
         if self.mode == "sketch" and self.retrain is not None:
             unknown = [s for s in self.retrain.subspaces if s != "chaotic"]
             if unknown:
