@@ -5,8 +5,8 @@
 A tiny GPT-NeoX (2 layers, d_model 64, built from its config: nothing is downloaded) learns the task
 `reverse` of `emergence.tasks` written as text ("3 1 4 1 5 = 5 1 4 1 3 <EOS>"), with a WordLevel tokenizer
 made in code; its exact match jumps from 0 to 1 around step 100 (about 20 s on 2 CPU cores).
-`EmergenceCallback` measures RankMe of every block's output (module paths `gpt_neox.layers.*`) and the
-spectral edge of the updates, with the exact match of the answer on held-out examples as the behaviour
+`EmergenceCallback` measures RankMe of every block's output (module paths `gpt_neox.layers.*`), the
+spectral edge of the updates and the Fisher rank of the per-example answer loss (`causal_lm_loss`), with the exact match of the answer on held-out examples as the behaviour
 whose rise is the emergence event. With `report_to=["mlflow"]` (the default here) the Trainer's MLflow run
 holds its own metrics and ours, and the verdicts (`tables/verdicts.json`); `--report-to none` leaves the
 Trainer silent and the Monitor logs to an MLflow run of its own.
@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here comes from the Hub
 
 import numpy as np
 import torch
-from emergence_transformers import EmergenceCallback
+from emergence_transformers import EmergenceCallback, causal_lm_loss
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     GPTNeoXConfig,
@@ -82,7 +82,11 @@ def monitor_spec(chance: float, output_dir: str, tracking_uri: str | None) -> di
     return {
         "kind": "monitor",
         "name": "hf-trainer",
-        "measures": [{"name": "rankme", "sites": ["gpt_neox.layers.*"]}, {"name": "spectral_edge"}],
+        "measures": [
+            {"name": "rankme", "sites": ["gpt_neox.layers.*"]},
+            {"name": "spectral_edge"},
+            {"name": "fisher_rank", "every": 50, "n_examples": 32},  # on causal_lm_loss: one backward pass per example
+        ],
         "schedule": {"every": 10, "log_spaced_until": 8},
         "analysis": {"emergence": {"metric": "behavior/test_exact_match", "chance": chance, "threshold": 0.5}},
         "tracking": [{"backend": "mlflow", "tracking_uri": tracking_uri, "experiment": EXPERIMENT}] if tracking_uri else [],
@@ -118,7 +122,7 @@ def main(steps: int, output_dir: str, tracking_uri: str | None, report_to: list[
         mlflow_experiment(tracking_uri)
     spec = monitor_spec(task.chance_exact_match(params), output_dir, tracking_uri)
 
-    callback = EmergenceCallback(spec, diagnostic=test, behavior=lambda: exact_match(model, test))
+    callback = EmergenceCallback(spec, diagnostic=test, behavior=lambda: exact_match(model, test), loss_fn=causal_lm_loss)
     args = TrainingArguments(
         output_dir=str(Path(output_dir) / "hf-trainer-checkpoints"), max_steps=steps, per_device_train_batch_size=64,
         learning_rate=1e-3, weight_decay=0.1, warmup_steps=10, lr_scheduler_type="constant_with_warmup",

@@ -18,6 +18,7 @@ from typing import Literal
 
 import torch
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from emergence.measures.base import (
     Measure,
@@ -154,7 +155,10 @@ class HessianVectorProduct:
         self.shapes = [leaf.shape for leaf in self.leaves]
         self.dim = sum(leaf.numel() for leaf in self.leaves)
         self.dtype = self.leaves[0].dtype if self.leaves else torch.float32
-        with torch.enable_grad():  # a caller under no_grad would otherwise get a graph-less loss
+        # A caller under no_grad would otherwise get a graph-less loss. PyTorch's fused attention kernels (the
+        # default scaled_dot_product_attention of Hugging Face models) have no double backward; the math
+        # kernel computes the same attention with ordinary, twice-differentiable operations.
+        with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
             loss = loss_fn(dict(zip(self.names, self.leaves, strict=True)))
             if not loss.requires_grad:
                 # The loss does not see the leaves: a detaching functional_call (tie_weights=True on a

@@ -5,6 +5,7 @@ raises, and the shipped example end to end."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -185,7 +186,17 @@ def test_the_callback_logs_into_the_wandb_loggers_own_run(tmp_path: Path, monkey
 def test_without_a_logger_the_monitor_makes_its_own_mlflow_run(tmp_path: Path, sqlite_tracking_uri: str) -> None:
     _, _, diagnostic = loaders()
     tracking = [{"backend": "mlflow", "tracking_uri": sqlite_tracking_uri, "experiment": "own"}]
-    callback = EmergenceCallback(monitor_spec(tmp_path, tracking), diagnostic=diagnostic, behavior=lambda: {"accuracy": 0.5})
+    spec = monitor_spec(tmp_path, tracking)
+    spec["measures"] += [  # measures that differentiate a loss: the module's own, one value per example
+        {"name": "grad_cov_rank", "every": 5},
+        {"name": "hessian_trace", "every": 10, "n_probes": 3},
+        {"name": "llc", "every": 10, "batch_size": 8, "num_chains": 2, "num_draws": 4, "num_burnin_steps": 1},
+    ]
+
+    def per_example_loss(module: Shift, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(module(tokens).transpose(1, 2), tokens.roll(1, 1), reduction="none").mean(1)
+
+    callback = EmergenceCallback(spec, diagnostic=diagnostic, behavior=lambda: {"accuracy": 0.5}, loss_fn=per_example_loss)
     fit(tmp_path, callback, logger=False, steps=10)
 
     assert callback.result is not None and callback.result.state == "completed"
@@ -195,6 +206,9 @@ def test_without_a_logger_the_monitor_makes_its_own_mlflow_run(tmp_path: Path, s
     assert run.data.params["measures.0.sites"] == '["net.blocks.*"]'  # a run of its own: no prefix needed
     assert history(client, run.info.run_id, "behavior/accuracy") == [(0, 0.5), (5, 0.5), (10, 0.5)]
     assert [step for step, _ in history(client, run.info.run_id, "behavior/train_loss")] == [2, 5, 8]
+    assert [step for step, _ in history(client, run.info.run_id, "gradient/grad_cov_rank")] == [0, 5, 10]
+    for key in ("curvature/hessian_trace", "llc/mean"):
+        assert [step for step, value in history(client, run.info.run_id, key) if math.isfinite(value)] == [0, 10], key
 
 
 def test_an_exception_in_training_step_fails_the_run_with_its_reason(tmp_path: Path, sqlite_tracking_uri: str) -> None:

@@ -96,13 +96,17 @@ def callback_for(spec: dict, **options: object) -> tuple[EmergenceCallback, GPTN
 
 def run_trainer(tmp_path: Path, spec: dict, report_to: list[str], **options: object) -> EmergenceCallback:
     callback, model = callback_for(spec, **options)
+    train(tmp_path, callback, model, report_to)
+    return callback
+
+
+def train(tmp_path: Path, callback: EmergenceCallback, model: GPTNeoXForCausalLM, report_to: list[str]) -> None:
     args = TrainingArguments(
         output_dir=str(tmp_path / "trainer"), max_steps=STEPS, per_device_train_batch_size=16, learning_rate=3e-3,
         logging_steps=5, eval_strategy="steps", eval_steps=10, save_strategy="no", report_to=report_to,
         run_name="tiny-neox", use_cpu=True, disable_tqdm=True, seed=0,
     )  # fmt: skip
     Trainer(model=model, args=args, train_dataset=counting_rows(256, 0), eval_dataset=counting_rows(32, 1), callbacks=[callback]).train()
-    return callback
 
 
 def assert_journal_in_mlflow(client: MlflowClient, run_id: str, run_dir: Path, keys: list[str]) -> None:
@@ -298,3 +302,42 @@ def test_the_mlflow_entry_is_pointed_at_the_trainers_run(tmp_path: Path, mlflow_
         (override,) = trainer_run_overrides(args, monitor_spec(tmp_path, tracking=two), [])
         assert [e.get("run_id") for e in json.loads(override.removeprefix("tracking="))] == [run_id, None]
         assert trainer_run_overrides(TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True), wandb_only, []) == []
+
+
+def test_gradient_measures_and_probes_run_on_the_trainers_model(tmp_path: Path) -> None:
+    """With ``loss_fn=causal_lm_loss`` the Fisher rank, the top Hessian eigenvalue and the LLC run inside the
+    Trainer, and probes read the labels given as ``features``; the last Fisher rank equals one computed here,
+    from one backward pass per example on the trained model."""
+    from emergence_transformers import causal_lm_loss
+    from transformers import default_data_collator
+
+    from emergence.measures.geometry import rankme
+
+    rows = counting_rows(24, 2)
+    diagnostic = default_data_collator(rows)
+    measures = [
+        {"name": "fisher_rank", "every": 10},
+        {"name": "hessian_top", "every": 15, "batch_size": 16, "max_iterations": 6},
+        {"name": "llc", "every": 30, "n_examples": 24, "batch_size": 8, "num_chains": 2, "num_draws": 6, "num_burnin_steps": 2},
+        {"name": "probe", "every": 10, "sites": ["gpt_neox.layers.*"]},
+    ]
+    spec = monitor_spec(tmp_path, tracking=[], measures=measures)
+    starts = diagnostic["input_ids"][:, 0]
+    callback, model = callback_for(spec, diagnostic=diagnostic, loss_fn=causal_lm_loss, features={"start_parity": starts % 2})
+    train(tmp_path, callback, model, [])
+    assert callback.result is not None and callback.result.state == "completed"
+    journal = read_journal(Path(callback.result.directory))
+    assert journal.series("gradient/fisher_rank")[0].tolist() == [0, 10, 20, 30]
+    assert journal.series("curvature/hessian_top")[0].tolist() == [0, 15, 30]
+    assert journal.series("llc/mean")[0].tolist() == [0, 30]
+    assert journal.series("probe/start_parity/accuracy")[0].tolist() == [0, 10, 20, 30]
+    assert journal.series("curvature/hessian_top")[1][-1] > 0
+
+    model.eval()
+    gradients = []
+    for i in range(len(rows)):
+        model.zero_grad()
+        causal_lm_loss(model, {key: value[i : i + 1] for key, value in diagnostic.items()}).sum().backward()
+        gradients.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    expected = rankme(torch.stack(gradients).double().numpy())
+    assert journal.series("gradient/fisher_rank")[1][-1] == pytest.approx(expected, rel=1e-3)

@@ -28,6 +28,7 @@ from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 from lightning.pytorch.utilities import move_data_to_device
 
 from emergence import Monitor, RunResult, registry
+from emergence.measures.monitored_loss import LossFn
 from emergence.monitor import BEHAVIOR_PREFIX
 from emergence.spec import DEFAULT_RUN_NAME, resolve_monitor
 from emergence.tracking import sanitize_key
@@ -55,7 +56,10 @@ class EmergenceCallback(pl.Callback):
     either way with the module in eval mode under ``torch.no_grad()``. ``run_name``: the Monitor's run name
     (the same spec and name are the same run directory: a fit resumed from a Lightning checkpoint continues
     it). ``overrides``: dotted-path overrides of the spec. ``positions``: the sequence position to capture,
-    per diagnostic example (default: the last).
+    per diagnostic example (default: the last). ``loss_fn(model, batch)``: the loss of a batch shaped like
+    ``diagnostic``, one number or one per example, for the gradient ranks, the curvature and the LLC (often
+    a function of the module's own loss: ``lambda module, batch: module.loss(batch, reduction="none")``).
+    ``features``: ``{name: labels}``, one integer label per diagnostic example, for the probes.
 
     What the module logs with ``self.log`` reaches the journal as ``behavior/<name>``: a training-step
     value at the step of the parameters it was computed on (the step before the optimizer step, as
@@ -70,8 +74,13 @@ class EmergenceCallback(pl.Callback):
         run_name: str | None = None,
         overrides: Sequence[str] = (),
         positions: torch.Tensor | None = None,
+        *,
+        loss_fn: LossFn | None = None,
+        features: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec = spec
+        self.loss_fn = loss_fn
+        self.features = features
         self.diagnostic = diagnostic
         self.behavior = behavior
         self.run_name = run_name or DEFAULT_RUN_NAME
@@ -113,6 +122,8 @@ class EmergenceCallback(pl.Callback):
             positions=None if self.positions is None else self.positions.to(pl_module.device),
             optimizer=trainer.optimizers[0] if trainer.optimizers else None,
             total_steps=total_steps(trainer),
+            loss_fn=self.loss_fn,
+            features=self.features,
         )
         self.run_dir, self.result = self.monitor.run_dir, None
         if self._pending_state is not None:
@@ -180,11 +191,6 @@ class EmergenceCallback(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         self._batch_step = trainer.global_step  # the step of the parameters this batch's training_step sees
-
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
-        # Gradient measures would be computed here, where the gradients of this step exist and are not yet
-        # applied or zeroed; the Monitor does not take measures that need the training task yet.
-        pass
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.monitor is None:

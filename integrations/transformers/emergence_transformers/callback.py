@@ -15,7 +15,10 @@ What happens when, in the Trainer's order of events:
 * ``on_log``: the Trainer's scalars, under the names its W&B integration gives them (see ``log_keys``).
 * ``on_save``: the Monitor's state (``emergence_monitor.pt``) in the Trainer's checkpoint folder, so a
   run resumed from it continues exactly.
-* ``on_pre_optimizer_step``: where gradient measures will go (by ``on_step_end`` the gradients are zeroed).
+* Gradient ranks, curvature and the LLC (with ``loss_fn``) run in ``on_step_end`` with the rest: they
+  differentiate ``loss_fn`` on the diagnostic batch themselves, on detached copies of the parameters, so
+  they need none of the step's own gradients (which the Trainer has zeroed by then) and see the same
+  parameters as every other measure of that step.
 * ``on_train_end``: ``monitor.finish()``: events, verdicts, report, tracker summary.
 
 The Trainer has no event for an exception. A ``train()`` that raises leaves the Monitor open; it ends as
@@ -43,6 +46,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from emergence import Monitor, RunResult, registry
+from emergence.measures.monitored_loss import LossFn
 from emergence.rundir import run_directory
 from emergence.spec import DEFAULT_RUN_NAME, raw_spec, resolve_monitor
 from emergence.tracking import sanitize_key
@@ -66,8 +70,11 @@ class EmergenceCallback(TrainerCallback):
     tokenizer's output), or a data set (a ``datasets.Dataset``, a list of examples) whose first
     ``diagnostic_size`` examples the Trainer's data collator batches; ``None``: the first
     ``diagnostic_size`` examples of the training set, batched the same way (a callback cannot see the
-    Trainer's ``eval_dataset``: pass it here to measure on held-out examples). Labels are dropped and
-    the batch is moved to the model's device.
+    Trainer's ``eval_dataset``: pass it here to measure on held-out examples). Labels are dropped (kept
+    when there is a ``loss_fn``, which reads them) and the batch is moved to the model's device.
+    ``loss_fn(model, batch)``: the loss of the diagnostic batch, for the gradient ranks, the curvature and
+    the LLC; ``causal_lm_loss`` is the per-example next-token loss of a causal language model.
+    ``features``: ``{name: labels}``, one integer label per diagnostic example, for the probes.
     ``behavior``: called at measurement steps, returns ``{metric: value}`` (``analysis.emergence.metric``
     names the one whose rise is the emergence event). ``run_name``: the run among the runs of this spec
     (default: the Trainer's ``run_name``, else ``default``); the same spec and name reattach.
@@ -93,6 +100,8 @@ class EmergenceCallback(TrainerCallback):
         *,
         diagnostic_size: int = DIAGNOSTIC_SIZE,
         join_trainer_run: bool = True,
+        loss_fn: LossFn | None = None,
+        features: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec = spec
         self.diagnostic = diagnostic
@@ -102,6 +111,8 @@ class EmergenceCallback(TrainerCallback):
         self.positions = positions
         self.diagnostic_size = diagnostic_size
         self.join_trainer_run = join_trainer_run
+        self.loss_fn = loss_fn
+        self.features = features
         self.monitor: Monitor | None = None
         self.result: RunResult | None = None
         self._training = False  # between on_train_begin and on_train_end
@@ -116,12 +127,6 @@ class EmergenceCallback(TrainerCallback):
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self._ensure_monitor(args, state, kwargs)
-
-    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        # Gradient measures (fisher_rank, grad_cov_rank ...) would run here: the gradients of this step are
-        # complete (accumulated, clipped) and not yet applied; by on_step_end the Trainer has zeroed them.
-        # The Monitor refuses measures that need gradients or a task for now (Measure.needs_task).
-        pass
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         monitor = self._ensure_monitor(args, state, kwargs)
@@ -174,6 +179,8 @@ class EmergenceCallback(TrainerCallback):
             run_name=run_name,
             overrides=overrides,
             positions=positions,
+            loss_fn=self.loss_fn,
+            features=self.features,
         )
         self._attached_mlflow_run = _attached_run(self.monitor)
         _open_callbacks.add(self)
@@ -189,13 +196,14 @@ class EmergenceCallback(TrainerCallback):
     def _diagnostic_batch(self, model: torch.nn.Module, train_dataloader: Any) -> Any:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         diagnostic = self.diagnostic
+        keep = (lambda batch: batch) if self.loss_fn is not None else drop_labels  # a loss reads the labels
         if isinstance(diagnostic, Mapping | torch.Tensor | tuple):
-            return to_device(drop_labels(diagnostic), device)
+            return to_device(keep(diagnostic), device)
         if train_dataloader is None:
             raise ValueError("EmergenceCallback: no diagnostic batch given and no training data loader to take one from")
         examples = diagnostic if diagnostic is not None else train_dataloader.dataset
         batch = collate_first(examples, self.diagnostic_size, train_dataloader.collate_fn, model)
-        return to_device(drop_labels(batch), device)
+        return to_device(keep(batch), device)
 
     def _restore_state(self, args: TrainingArguments, step: int) -> None:
         """A run resumed from the Trainer's checkpoint at ``step`` gets the measures' state saved with it."""
