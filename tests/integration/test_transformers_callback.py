@@ -341,3 +341,45 @@ def test_gradient_measures_and_probes_run_on_the_trainers_model(tmp_path: Path) 
         gradients.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     expected = rankme(torch.stack(gradients).double().numpy())
     assert journal.series("gradient/fisher_rank")[1][-1] == pytest.approx(expected, rel=1e-3)
+
+
+def test_a_train_resumed_from_a_trainer_checkpoint_ends_with_the_uninterrupted_journal(tmp_path: Path) -> None:
+    """A Trainer that stops at step 14 and is resumed from its checkpoint at step 10 (``resume_from_checkpoint``)
+    ends with the journal of one that never stopped: the measures' state came back from the checkpoint folder,
+    steps 11-14 were measured again and kept once."""
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    def trainer(name: str, steps: int, callbacks: list[TrainerCallback]) -> Trainer:
+        # GPT-2, not GPT-NeoX: transformers 5.24 saves GPT-NeoX's output layer as embed_out.weight and, resuming,
+        # looks for lm_head.weight, so a resumed GPT-NeoX trains on with a freshly initialised output layer.
+        torch.manual_seed(0)  # the same initial weights every time
+        config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=16)
+        model = GPT2LMHeadModel(config)
+        args = TrainingArguments(
+            output_dir=str(tmp_path / name), max_steps=steps, per_device_train_batch_size=16, learning_rate=3e-3,
+            logging_steps=5, save_strategy="steps", save_steps=10, report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
+            data_seed=0,
+        )  # fmt: skip
+        return Trainer(model=model, args=args, train_dataset=counting_rows(256, 0), callbacks=callbacks)
+
+    spec = monitor_spec(tmp_path, tracking=[], schedule={"every": 3}, measures=[{"name": "rankme", "sites": ["transformer.h.*"]}, {"name": "spectral_edge"}])
+    straight = EmergenceCallback(spec, run_name="straight")
+    trainer("straight", 20, [straight]).train()
+
+    first = EmergenceCallback(spec, run_name="resumed")
+    with pytest.raises(RuntimeError, match="boom at step 14"):
+        trainer("resumed", 20, [first, RaiseAt(14)]).train()
+    first._abandon("stopped at step 14")  # what the exit hook would do
+    again = EmergenceCallback(spec, run_name="resumed")
+    trainer("resumed", 20, [again]).train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-10"))
+
+    assert straight.result is not None and again.result is not None and again.result.state == "completed"
+    expected, got = read_journal(Path(straight.result.directory)), read_journal(Path(again.result.directory))
+    assert [s for s, _ in got.values] == [s for s, _ in expected.values]
+    for (step, values), (_, reference) in zip(got.values, expected.values, strict=True):
+        measured = {k: v for k, v in values.items() if not k.startswith(("cost/", "train/train_"))}
+        wanted = {k: v for k, v in reference.items() if not k.startswith(("cost/", "train/train_"))}
+        assert measured.keys() == wanted.keys(), step
+        for key, value in wanted.items():
+            assert measured[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, key)
