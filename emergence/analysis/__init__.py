@@ -6,9 +6,9 @@ Because it needs nothing but the journal, it reruns on any finished or interrupt
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,16 @@ import numpy as np
 from emergence.analysis.collapse import Collapse, collapse_of, top_down
 from emergence.analysis.events import emergence_step, threshold_value
 from emergence.analysis.features import feature_verdicts, probe_onsets
-from emergence.analysis.precursor import (
-    change_point_onset,
-    lead_in_intervals,
-    peak_onset,
-    verdict_for,
-    xcorr_lag_steps,
+from emergence.analysis.onsets import (
+    DeclaredRule,
+    builtin_onset_rules,
+    matches,
+    measure_onset_rules,
+    onset_by_rule,
+    onset_inputs,
+    rule_for,
 )
+from emergence.analysis.precursor import lead_in_intervals, verdict_for, xcorr_lag_steps
 from emergence.record import JournalContents, read_journal
 from emergence.rundir import ANALYSIS_FILE, VERDICTS_FILE, read_run_spec
 from emergence.spec.schema import AnalysisSpec, MonitorSpec, Spec
@@ -42,18 +45,24 @@ def is_signal(key: str, pattern: str) -> bool:
 
     Exact keys let a spec judge ``curvature/hessian_top`` without its ``.../iterations`` and ``.../residual``.
     """
-    if any(c in pattern for c in "*?["):
-        return fnmatch.fnmatchcase(key, pattern)
-    return key.startswith(pattern) if pattern.endswith("/") else key == pattern
+    return matches(key, pattern)
 
 
 LEVEL_SUFFIX = re.compile(r"/level_(?P<level>\d+)$")
 
 
 def analyze(
-    journal: JournalContents, spec: AnalysisSpec, chance: float, every: int, level_chance: dict[int, float] | None = None
+    journal: JournalContents,
+    spec: AnalysisSpec,
+    chance: float,
+    every: int,
+    level_chance: dict[int, float] | None = None,
+    onset_rules: Sequence[DeclaredRule] | None = None,
 ) -> dict[str, Any]:
-    """``chance`` is the task's chance exact match over its whole test set; ``level_chance`` per level of a mixture."""
+    """``chance`` is the task's chance exact match over its whole test set; ``level_chance`` per level of a mixture.
+    ``onset_rules``: what the run's measures declare (``measure_onset_rules(spec.measures)``); None = what every
+    built-in measure declares at its default options."""
+    rules = builtin_onset_rules() if onset_rules is None else list(onset_rules)
     events = []
     for metric in event_metrics(journal, spec.emergence.metric):
         level = LEVEL_SUFFIX.search(metric)
@@ -86,11 +95,13 @@ def analyze(
             families.setdefault(match["family"], []).append(result)
 
     probe_onset_by_key = probe_onsets(journal, spec.collapse.persistence)
-    onsets = {
-        key: (probe_onset_by_key[key], "probe") if key in probe_onset_by_key else signal_onset(key, collapses, series[key], spec)
-        for key in signals
-        if len(series[key][0])
-    }
+    onsets = {}
+    for key in signals:
+        if not len(series[key][0]):
+            continue
+        rule = rule_for(key, rules)
+        inputs = onset_inputs(key, collapses, probe_onset_by_key, spec.precursor.change_point_alpha, spec.collapse.persistence)
+        onsets[key] = (onset_by_rule(rule, *series[key], inputs), rule)
     verdicts = []
     for event in events:
         behavior_steps, behavior = journal.series(event["metric"])
@@ -108,7 +119,8 @@ def analyze(
                     "event_metric": event["metric"],
                     "event_step": event_step,
                     "onset_step": onset,
-                    "onset_rule": onset_rule,
+                    "onset_rule": onset_rule.rule,  # type: ignore[attr-defined]
+                    "onset_rule_detail": onset_rule.describe(),
                     "lead_steps": lead_steps,
                     "lead_intervals": lead_intervals,
                     "verdict": verdict_for(lead_intervals, event_step is not None, spec.precursor.min_lead_intervals),
@@ -122,19 +134,6 @@ def analyze(
         "verdicts": verdicts,
         "feature_verdicts": feature_verdicts(journal, events, spec.collapse.persistence),
     }
-
-
-def signal_onset(
-    key: str, collapses: dict[str, Collapse], series: tuple[Any, Any], spec: AnalysisSpec
-) -> tuple[int | None, str]:
-    """(onset step, rule): recovery after collapse for geometry, the peak for the spectral gap ratio
-    (both METHODS.md), the most significant change point for everything else (ours; ``precursor.change_point_alpha``)."""
-    steps, values = series
-    if key.startswith("geometry/"):
-        return collapses[key].recovery_onset, "recovery"
-    if key.startswith("spectral/gap_ratio"):
-        return peak_onset(steps, values), "peak"
-    return change_point_onset(steps, values, spec.precursor.change_point_alpha, spec.collapse.persistence), "change_point"
 
 
 def drop_unreliable(series: dict[str, tuple[Any, Any]], journal: JournalContents) -> dict[str, tuple[Any, Any]]:
@@ -182,9 +181,10 @@ def reanalyze(run_dir: Path) -> dict[str, Any]:
     """Analyse a finished or interrupted run again from its journal and resolved spec; rewrite its files."""
     spec = read_run_spec(run_dir).spec
     chance, level_chance = chance_of(spec)
-    analysis = analyze(read_journal(run_dir), spec.analysis, chance, spec.schedule.every, level_chance)
+    rules = measure_onset_rules(spec.measures)
+    analysis = analyze(read_journal(run_dir), spec.analysis, chance, spec.schedule.every, level_chance, rules)
     write_analysis(run_dir, analysis)
     return analysis
 
 
-__all__ = ["analyze", "chance_of", "is_signal", "reanalyze", "write_analysis"]
+__all__ = ["analyze", "chance_of", "is_signal", "measure_onset_rules", "reanalyze", "write_analysis"]

@@ -54,12 +54,6 @@ def change_point_onset(steps: np.ndarray, values: np.ndarray, alpha: float, pers
     return int(steps[split + 1]) if p_value < alpha else None
 
 
-def peak_onset(steps: np.ndarray, values: np.ndarray) -> int | None:
-    """The step of the signal's maximum: METHODS.md's onset for the spectral gap ratio."""
-    finite = np.isfinite(values)
-    return int(steps[finite][np.argmax(values[finite])]) if finite.any() else None
-
-
 def lead_in_intervals(steps: np.ndarray, onset: int, event_step: int) -> int:
     """Measurement intervals between onset and event on the signal's own (possibly uneven) schedule."""
     return int(np.searchsorted(steps, event_step) - np.searchsorted(steps, onset))

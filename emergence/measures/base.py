@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 from emergence import registry
+from emergence.measures.onset_rules import DeclaredRules
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,6 +33,11 @@ class MeasureOptions(BaseModel):
     """A measure's own spec fields; unknown ones are errors, like everywhere in a spec."""
 
     model_config = ConfigDict(extra="forbid")
+
+    def onset_rules(self) -> DeclaredRules:
+        """Which onset rule judges which of this measure's metric keys (``onset_rules.py``), first match
+        first; a key no rule claims gets the change-point rule. Options may carry a user's choice of rule."""
+        return ()
 
 
 @dataclass(frozen=True)

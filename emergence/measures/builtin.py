@@ -15,6 +15,14 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from emergence import registry
 from emergence.measures.base import MeasureDeclaration, MeasureOptions
+from emergence.measures.onset_rules import (
+    BaselineRatioRule,
+    DeclaredRules,
+    OnsetRule,
+    PeakRule,
+    ProbeRule,
+    RecoveryRule,
+)
 
 # -- options, one model per family ------------------------------------------------------------------
 
@@ -29,6 +37,9 @@ class GeometryOptions(MeasureOptions):
     position: Literal["last_input", "answer", "mean"] = Field(
         "last_input", description="answer: one value per answer position, keys end in /P{j}"
     )
+
+    def onset_rules(self) -> DeclaredRules:
+        return (("geometry/", RecoveryRule()),)  # representations collapse, then recover as the capability forms
 
 
 # spectral_edge's "auto" projects only above this many selected parameters: below it W * P float32 deltas
@@ -46,6 +57,10 @@ class SpectralEdgeOptions(MeasureOptions):
     )
     adiabatic_transition_at: float = Field(0.5, gt=0, description="A below this: band 0 (plateau-like)")
     adiabatic_unstable_at: float = Field(2.0, gt=0, description="A above this: band 2 (unstable)")
+
+    def onset_rules(self) -> DeclaredRules:
+        # METHODS.md: the gap ratio's onset is its peak; the other statistics get the change-point rule.
+        return (("spectral/gap_ratio*", PeakRule()),)
 
     @model_validator(mode="after")
     def _ordered(self) -> SpectralEdgeOptions:
@@ -99,6 +114,9 @@ class ProbeOptions(MeasureOptions):
     max_iter: PositiveInt = 200
     max_classes: PositiveInt = Field(32, description="labels with more distinct values are probed by linear regression")
 
+    def onset_rules(self) -> DeclaredRules:
+        return (("probe/*/accuracy", ProbeRule()),)
+
 
 class AblationOptions(ProbeOptions):
     features: list[str] = Field(..., min_length=1, description="binary feature families (carry, queue) or components to ablate")  # type: ignore[assignment]
@@ -131,6 +149,36 @@ class LLCOptions(MeasureOptions):
     )
 
 
+class CommutatorDefectOptions(MeasureOptions):
+    pairs: PositiveInt = Field(5, description="K: pairs of fresh minibatches; the value is the median over them")
+    batch_size: PositiveInt = Field(
+        128, description="training examples in each of the minibatches A and B (two full batches would be the same batch: D = 0)"
+    )
+    lr: float = Field(1e-3, gt=0, description="eta, the size of the two plain SGD steps (D hardly depends on it)")
+    parameters: Literal["all"] | Annotated[list[str], Field(min_length=1)] = Field(
+        "all", description="'all' trainable parameters, or parameter-name prefixes"
+    )
+    onset: OnsetRule = Field(
+        default_factory=BaselineRatioRule,
+        description="how analysis finds its onset: baseline_ratio (10x the median of the first 3 and above 20) or sigma, ...",
+    )
+
+    def onset_rules(self) -> DeclaredRules:
+        return (("commutator/defect", self.onset),)
+
+
+class QKCommutatorOptions(MeasureOptions):
+    layers: Literal["all"] | list[int] = "all"
+    per_head: bool = Field(False, description="also each head's d_head x d_head diagonal block, keys .../H{h}")
+    onset: OnsetRule = Field(
+        default_factory=lambda: PeakRule(skip_first=3),
+        description="how analysis finds its onset: by default the peak after the first 3 measurements",
+    )
+
+    def onset_rules(self) -> DeclaredRules:
+        return (("commutator/qk/", self.onset),)
+
+
 # -- the built-in measures ------------------------------------------------------------------------
 
 BUILTIN_MEASURES: tuple[MeasureDeclaration, ...] = (
@@ -149,6 +197,14 @@ BUILTIN_MEASURES: tuple[MeasureDeclaration, ...] = (
     MeasureDeclaration(
         "spectral_edge", "emergence.measures.spectral:SpectralEdge", SpectralEdgeOptions, "cheap", None,
         "gap structure of the last W parameter updates; keys under spectral/",
+    ),
+    MeasureDeclaration(
+        "commutator_defect", "emergence.measures.commutators:CommutatorDefect", CommutatorDefectOptions, "moderate", 100,
+        "||theta_AB - theta_BA|| / (||eta g_A|| ||eta g_B||) for two SGD steps on fresh minibatches A, B; median over pairs",
+    ),
+    MeasureDeclaration(
+        "qk_commutator", "emergence.measures.commutators:QKCommutator", QKCommutatorOptions, "cheap", None,
+        "||W_Q W_K - W_K W_Q||_F per layer, heads stacked into d_model x d_model matrices",
     ),
     MeasureDeclaration(
         "fisher_rank", "emergence.measures.gradients:FisherRank", GradientOptions, "moderate", 100,
