@@ -206,7 +206,9 @@ class JacobianStudy:
             )
 
         if study.mode == "exact":
-            result = exact_svd(unrolled, problem.theta0, study.chunk_size)
+            result = exact_svd(
+                unrolled, problem.theta0, study.chunk_size, lambda done, n: log.info("J: %d of %d columns", done, n)
+            )
         else:
             result = sketch_svd(
                 unrolled,

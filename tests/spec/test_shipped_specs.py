@@ -38,9 +38,12 @@ def test_shipped_spec_runs_end_to_end_when_shrunk(path, tmp_path):
     for index, measure in enumerate(measures):
         if measure["name"] in ("probe", "ablation"):  # fresh probe examples: a few, not thousands
             shrink += [f"measures.{index}.fit_size=120", f"measures.{index}.held_out_size=40"]
-    model = yaml.safe_load(path.read_text(encoding="utf-8")).get("model") or {}
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    model = raw.get("model") or {}
     if model.get("kind") == "mlp":  # a Jacobian study's SVD is cubic in the parameters: a narrow hidden layer
         shrink.append(f"model.sizes=[{model['sizes'][0]}, 8, {model['sizes'][-1]}]")
+    if (raw.get("jacobian") or {}).get("mode") == "sketch":  # a few directions: every pass costs one per direction
+        shrink += ["jacobian.rank=4", "jacobian.oversample=2", "jacobian.chunk_size=6", "jacobian.retrain.dims=[2, 4]"]
     for run in resolve(str(path), shrink):  # a sweep: every grid point
         outcome = run_one(run)
         assert outcome.state == "completed", outcome.reason
