@@ -106,7 +106,7 @@ def summary_tables(across_runs: dict[str, Any]) -> dict[str, tuple[list[str], li
     return tables
 
 
-SUMMARY_TABLES = ("runs", "precursor_rate", "collapse_floor", "concordance")
+SUMMARY_TABLES = ("runs", "precursor_rate", "collapse_floor", "concordance", "by_condition")
 LEFT_OUT_COLUMNS = ("items",)  # every (run, event) point of a concordance plot: sweep.json has them
 
 
@@ -131,6 +131,12 @@ def summary_values(across_runs: dict[str, Any]) -> dict[str, float]:
     for row in across_runs.get("concordance", {}).get("by_family", []):
         if _is_number(row.get("concordance")):
             values[f"concordance/{row['family']}"] = float(row["concordance"])
+    for row in across_runs.get("by_condition", []):
+        where = f"{row['signal']}/{row['condition']}"
+        values[f"precursors/{where}"] = float(row["precursor"])
+        values[f"false_alarms/{where}"] = float(row["false_alarms"])
+        if _is_number(row.get("mean_lead_steps")):
+            values[f"mean_lead_steps/{where}"] = float(row["mean_lead_steps"])
     return {sanitize_key(key): value for key, value in values.items()}
 
 

@@ -158,8 +158,9 @@ def summarize_sweep(entries: Sequence[SweepEntry], sweep_key: str, name: str) ->
     Keys: ``version``, ``name``, ``sweep_key``; ``sizes`` (size, n_params; in parameter order);
     ``counts`` (runs, completed, skipped, failed, analysed, failed_runs, skipped_runs); ``runs`` (one row
     per run); ``precursor_rate`` (by_signal, by_family); ``collapse_floor`` (primary_signal, rows);
-    ``concordance`` (by_signal, by_family; family rows carry their items). Only runs that did not fail
-    and left an analysis count in the last three.
+    ``concordance`` (by_signal, by_family; family rows carry their items); ``by_condition`` (per signal and
+    grid condition: precursors where the event came, false alarms where it did not). Only runs that did
+    not fail and left an analysis count in the last four.
     """
     analysed = [entry for entry in entries if entry.analysed]
     order = size_order(entries)
@@ -184,6 +185,7 @@ def summarize_sweep(entries: Sequence[SweepEntry], sweep_key: str, name: str) ->
             "by_signal": concordance_rows(items, signal_name, "signal", across_runs_only=False, keep_items=False),
             "by_family": concordance_rows(items, family_of, "family", across_runs_only=True, keep_items=True),
         },
+        "by_condition": condition_rows(analysed),
     }
     return json_safe(summary)
 
@@ -323,6 +325,57 @@ def precursor_rates(
                 "rate": tally["precursor"] / judged if judged else None,
                 **{verdict: tally[verdict] for verdict in JUDGED_VERDICTS[1:]},
                 NO_EVENT_VERDICT: tally[NO_EVENT_VERDICT],
+            }
+        )
+    return rows
+
+
+# --- per grid condition: precursors where the capability emerged, false alarms where it did not ----------
+
+CONDITION_ALL = "all"  # the condition of a sweep whose grid varies nothing but the seed
+
+
+def condition_of(entry: SweepEntry) -> str:
+    """The run's grid point without its seed (``training.optimizer.weight_decay=1.0``): the seeds of one
+    condition are its repetitions."""
+    point = {key: value for key, value in entry.grid_point.items() if key != "seed"}
+    return ", ".join(f"{key}={value}" for key, value in point.items()) or CONDITION_ALL
+
+
+def condition_rows(entries: Sequence[SweepEntry]) -> list[dict[str, Any]]:
+    """Per (signal, condition): over the verdicts whose event happened, how many were precursors and by how
+    many steps each signal led (negative: it lagged); over those whose event never came (a control that
+    should not grok), how many still showed an onset: a **false alarm**, the signal firing with nothing to
+    announce. A rule that always finds an onset (the peak) false-alarms in every such run by construction:
+    read its count beside its rule (``onset_rules``)."""
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for entry in entries:
+        for verdict in signal_verdicts(entry.analysis):
+            cells[(str(verdict.get("signal")), condition_of(entry))].append({**verdict, "run_key": entry.run_key})
+    rows = []
+    for (signal, condition), verdicts in sorted(cells.items()):
+        emerged = [v for v in verdicts if v.get("event_step") is not None]
+        quiet = [v for v in verdicts if v.get("event_step") is None]
+        leads = [float(v["lead_steps"]) for v in emerged if is_finite_number(v.get("lead_steps"))]
+        precursor_leads = [float(v["lead_steps"]) for v in emerged if v.get("verdict") == "precursor" and is_finite_number(v.get("lead_steps"))]
+        alarms = [v for v in quiet if v.get("onset_step") is not None]
+        rows.append(
+            {
+                "signal": signal,
+                "condition": condition,
+                "runs": len({v["run_key"] for v in verdicts}),
+                "events": len(emerged),
+                "precursor": sum(v.get("verdict") == "precursor" for v in emerged),
+                "synchronous": sum(v.get("verdict") == "synchronous" for v in emerged),
+                "lagging": sum(v.get("verdict") == "lagging" for v in emerged),
+                "no_signal": sum(v.get("verdict") == "no_signal" for v in emerged),
+                "mean_lead_steps": float(np.mean(leads)) if leads else None,
+                "mean_precursor_lead_steps": float(np.mean(precursor_leads)) if precursor_leads else None,
+                "leads": leads,
+                "no_event": len(quiet),
+                "false_alarms": len(alarms),
+                "false_alarm_onsets": [v.get("onset_step") for v in alarms],
+                "onset_rules": sorted({str(v.get("onset_rule")) for v in verdicts if v.get("onset_rule")}),
             }
         )
     return rows

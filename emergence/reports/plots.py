@@ -309,6 +309,40 @@ def plot_precursor_heatmap(summary: Mapping[str, Any], path: Path) -> str | None
     return _save(fig, path)
 
 
+CONDITIONS_PLOT = "sweep_conditions.png"
+
+
+def plot_conditions(summary: Mapping[str, Any], path: Path) -> str | None:
+    """Per signal (rows) and grid condition (bar colours): on the left the precursor verdicts out of the
+    runs whose capability emerged, on the right the false alarms (an onset) out of the runs where it never
+    did. Drawn only when some condition has runs of each kind to count, or more than one condition exists."""
+    rows = [r for r in summary.get("by_condition") or [] if isinstance(r, Mapping)]
+    conditions = sorted({str(r.get("condition")) for r in rows})
+    if not rows or len(conditions) < 2:
+        return None
+    signals = sorted({str(r.get("signal")) for r in rows})
+    cell = {(str(r.get("signal")), str(r.get("condition"))): r for r in rows}
+    fig = Figure(figsize=(11.0, max(2.8, 0.42 * len(signals) * len(conditions) / 2 + 1.8)), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=True)
+    height = 0.8 / len(conditions)
+    colours = colormaps["tab10"]
+    for c, condition in enumerate(conditions):
+        offsets = np.arange(len(signals)) - 0.4 + height * (c + 0.5)
+        for ax, count, total in ((left, "precursor", "events"), (right, "false_alarms", "no_event")):
+            counts = [float(cell.get((s, condition), {}).get(count) or 0) for s in signals]
+            totals = [int(cell.get((s, condition), {}).get(total) or 0) for s in signals]
+            ax.barh(offsets, counts, height=height, color=colours(c % 10), label=condition)
+            for y, k, n in zip(offsets, counts, totals, strict=True):
+                ax.text(k, y, f" {int(k)}/{n}" if n else " -", va="center", fontsize="x-small")
+    left.set_yticks(range(len(signals)), signals)
+    left.invert_yaxis()
+    left.set_xlabel("precursor verdicts / runs that emerged")
+    right.set_xlabel("false alarms (an onset) / runs that did not emerge")
+    left.legend(fontsize="x-small", loc="lower right")
+    fig.suptitle("Per signal and condition: precursors where the capability emerged, false alarms where it did not", fontsize="medium")
+    return _save(fig, path)
+
+
 def plot_collapse_floors(summary: Mapping[str, Any], path: Path) -> str | None:
     """Collapse floor against parameter count (log x), one panel per task and difficulty, sd over seeds as
     error bars, the CV across sizes in the legend. Panels show each family's final layer (comparable across

@@ -15,15 +15,17 @@ from emergence.reports.html_page import CSS, Markup, esc, fmt, replace_file, sec
 from emergence.reports.plots import (
     COLLAPSE_FLOOR_PLOT,
     CONCORDANCE_PLOT,
+    CONDITIONS_PLOT,
     PRECURSOR_HEATMAP_PLOT,
     plot_collapse_floors,
     plot_concordance,
+    plot_conditions,
     plot_precursor_heatmap,
 )
 from emergence.rundir import REPORT_FILE
 
 SWEEP_FILE = "sweep.json"
-SWEEP_PLOTS = (PRECURSOR_HEATMAP_PLOT, COLLAPSE_FLOOR_PLOT, CONCORDANCE_PLOT)
+SWEEP_PLOTS = (PRECURSOR_HEATMAP_PLOT, CONDITIONS_PLOT, COLLAPSE_FLOOR_PLOT, CONCORDANCE_PLOT)
 RUN_REPORT_FROM_SWEEP = "../../{run_key}/report.html"  # sweeps/<key>/ -> <name>/<run_key>/report.html
 
 _SWEEP_CSS = """
@@ -36,6 +38,10 @@ RUN_COLUMNS = (
     "run", "state", "task", "difficulty", "size", "n_params", "seed", "grid_point", "emergence_step", "verdicts", "reason",
 )
 RATE_COLUMNS = ("difficulty", "size", "n_params", "runs", "rate", "precursor", "n", "synchronous", "lagging", "no_signal", "no_emergence")
+CONDITION_COLUMNS = (
+    "signal", "condition", "runs", "events", "precursor", "synchronous", "lagging", "no_signal", "mean_lead_steps",
+    "leads", "no_event", "false_alarms", "false_alarm_onsets", "onset_rules",
+)
 CONCORDANCE_COLUMNS = ("n_items", "n_runs", "n_pairs", "concordant", "discordant", "ties", "concordance", "kendall_tau")
 
 
@@ -47,6 +53,7 @@ def write_sweep_report(directory: Path, summary: Mapping[str, Any]) -> list[Path
     summary_path = replace_file(directory / SWEEP_FILE, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     drawn = [
         plot_precursor_heatmap(summary, directory / PRECURSOR_HEATMAP_PLOT),
+        plot_conditions(summary, directory / CONDITIONS_PLOT),
         plot_collapse_floors(summary, directory / COLLAPSE_FLOOR_PLOT),
         plot_concordance(summary, directory / CONCORDANCE_PLOT),
     ]
@@ -94,6 +101,7 @@ def render_sweep_html(summary: Mapping[str, Any], plots: Sequence[str]) -> str:
         _sweep_header(summary),
         section("Runs", _sweep_runs_table(summary)),
         section("Precursor rate", _precursor_rate_section(summary, PRECURSOR_HEATMAP_PLOT in plot_set)),
+        section("Precursors and false alarms per condition", _condition_section(summary, CONDITIONS_PLOT in plot_set)),
         section("Collapse floor across sizes", _collapse_floor_section(summary, COLLAPSE_FLOOR_PLOT in plot_set)),
         section("Concordance of onset and emergence order", _concordance_section(summary, CONCORDANCE_PLOT in plot_set)),
     ]
@@ -192,6 +200,33 @@ def _precursor_rate_section(summary: Mapping[str, Any], has_plot: bool) -> str:
     parts.append(table(("family", *RATE_COLUMNS), _rate_rows(by_family)))
     if by_signal:
         parts.append(_details(f"Per signal (layer), {len(by_signal)} rows", table(("signal", *RATE_COLUMNS), _rate_rows(by_signal))))
+    return "\n".join(parts)
+
+
+def _condition_section(summary: Mapping[str, Any], has_plot: bool) -> str:
+    rows = [row for row in summary.get("by_condition") or [] if isinstance(row, Mapping)]
+    if not rows:
+        return "<p>No signal verdicts in the analysed runs.</p>"
+    intro = (
+        "<p>Runs grouped by their grid point without the seed. Where the capability emerged: how many verdicts "
+        "were precursors and each signal's lead in steps (negative: it came after). Where it never emerged: a "
+        "<strong>false alarm</strong> is a signal that still showed an onset. A rule that always finds one (the "
+        "peak) false-alarms in every such run by construction; the rule is in the last column.</p>"
+    )
+    shown = [
+        {
+            **row,
+            "mean_lead_steps": fmt(row.get("mean_lead_steps")),
+            "leads": ", ".join(fmt(v) for v in row.get("leads") or []),
+            "false_alarm_onsets": ", ".join(fmt(v) for v in row.get("false_alarm_onsets") or []),
+            "onset_rules": ", ".join(str(v) for v in row.get("onset_rules") or []),
+        }
+        for row in rows
+    ]
+    parts = [intro]
+    if has_plot:
+        parts.append(_figure(CONDITIONS_PLOT, "precursors where the capability emerged, false alarms where it did not"))
+    parts.append(table(CONDITION_COLUMNS, shown))
     return "\n".join(parts)
 
 
