@@ -165,7 +165,16 @@ def spectral_statistics(gram: np.ndarray) -> dict[str, float]:
 
 
 def adiabatic_parameter(gram: np.ndarray, previous_gram: np.ndarray, lr: float, gap: float) -> float:
-    """A = ||G(t) - G(t-1)||_F / (lr * gap^2); NaN when the denominator is 0 (lr = 0 in warmup, no gap)."""
+    """A = ||G(t) - G(t-1)||_F / (lr * gap^2); NaN when the denominator is 0 (lr = 0 in warmup, no gap).
+
+    The study states A in two forms: ||dK/dt|| / (eta g^2) with K the neural tangent kernel (its v1 text)
+    and ||Delta G||_F / (eta g^2) with G the Gram matrix of the update window (its abstract). This is the
+    second. It is not scale-free: G = X X^T is quadratic in the update size |delta|, so ||Delta G|| is
+    quadratic and g^2 quartic, and A grows like 1 / (eta |delta|^2); with eta = 1e-3 and small updates it
+    is many orders of magnitude above 1 (issue 4 found about 1e7 on the addition spec). The default bands
+    (0.5, 2) then put nearly every measurement of a real run in band 2: set
+    ``adiabatic_transition_at`` / ``adiabatic_unstable_at`` from the run's own A (the README lists the
+    range the grokking spec gives) rather than read the default bands as the study's regimes."""
     denominator = lr * gap**2
     if not math.isfinite(denominator) or denominator == 0:
         return float("nan")
