@@ -60,8 +60,8 @@ def result_of(run_spec: RunSpec, outcome: RunOutcome) -> RunResult:
     # Failed before it wrote anything (a worker that died at once): what the spec says, and why.
     spec = run_spec.spec
     return RunResult(
-        run_key=run_spec.run_key, spec=spec.name, task=spec.task.name, level=spec.task.level, n_layers=spec.model.n_layers,
-        d_model=spec.model.d_model, n_params=outcome.n_params, seed=spec.seed, state=outcome.state, emergence_step=None,
+        run_key=run_spec.run_key, spec=spec.name, task=spec.task.name, level=spec.task.level, n_layers=getattr(spec.model, "n_layers", None),
+        d_model=getattr(spec.model, "d_model", None), n_params=outcome.n_params, seed=spec.seed, state=outcome.state, emergence_step=None,
         reason=outcome.reason, directory=None, source=str(outcome.run_dir),
     )
 

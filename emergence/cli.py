@@ -89,6 +89,7 @@ def run(
     from emergence.orchestrate import execute, sweep_directory
     from emergence.progress import SweepProgress
     from emergence.rundir import run_directory
+    from emergence.spec import SpecError
 
     if from_run is not None:
         if spec is not None:
@@ -120,6 +121,8 @@ def run(
             outcomes = execute(runs, force=force, progress=display)
         except ExecutorUnavailable as error:
             _fail(f"error: {spec}: execution: {error}")
+        except SpecError as error:  # what the spec names outside itself: a checkpoint that is not there
+            _fail(error.render())
         except KeyboardInterrupt:
             # Each run has marked itself interrupted and kept its checkpoints; the same command resumes.
             sys.stderr.write(f"interrupted: run `emergence run {spec}` again (same overrides) to resume\n")

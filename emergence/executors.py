@@ -84,7 +84,7 @@ def run_in_worker(
     if threads is not None:
         torch.set_num_threads(threads)
     report = send or (lambda message: None)
-    total = run_spec.spec.training.steps
+    total = run_spec.spec.planned_steps
     report(RunMessage(run_spec.run_key, "started", total=total))
     last_sent = 0.0
 

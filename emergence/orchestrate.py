@@ -17,6 +17,8 @@ from emergence.executors import ProgressSink, RunMessage
 from emergence.numbers import as_float
 from emergence.rundir import RunOutcome, completed_outcome, is_completed, run_directory
 from emergence.spec.grid import RunSpec
+from emergence.spec.load import SpecError, SpecProblem
+from emergence.spec.schema import CheckpointSeriesSpec
 from emergence.tracking import ForgetsRuns, SweepParent, SweepSummary, sanitize_key, tracker_classes_with
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ def execute(runs: Sequence[RunSpec], force: bool = False, progress: ProgressSink
             if progress is not None:
                 progress(RunMessage(run.run_key, "finished", state="skipped", reason="already completed"))
     pending = [run for run in runs if run.run_key not in outcomes]
+    check_inputs(pending)
     sweep_trackers = _sweep_trackers(runs)
     for tracker_class, options in sweep_trackers:
         _quietly(tracker_class.prepare_sweep, options, runs[0].sweep_key, runs[0].spec.name, [r.run_key for r in runs])
@@ -60,6 +63,22 @@ def execute(runs: Sequence[RunSpec], force: bool = False, progress: ProgressSink
     ordered = [outcomes[run.run_key] for run in runs]
     _finish_sweep(runs, ordered, sweep_trackers)
     return ordered
+
+
+def check_inputs(runs: Sequence[RunSpec]) -> None:
+    """What a spec names outside itself and cannot be fixed mid-sweep, checked before any run or tracker run
+    starts: every checkpoint of a series on disk or in the HF cache. Raises ``SpecError``."""
+    series = [run for run in runs if isinstance(run.spec.model, CheckpointSeriesSpec)]
+    if not series:
+        return
+    from emergence.models.checkpoints import SeriesError, check_available, series_checkpoints
+
+    for run in series:
+        try:
+            check_available(series_checkpoints(run.spec.model))  # type: ignore[arg-type]
+        except SeriesError as error:
+            path, _, message = str(error).partition(": ")
+            raise SpecError(run.source, [SpecProblem(path, message, run.spec.model.path or run.spec.model.name)]) from None  # type: ignore[union-attr]
 
 
 def _unique(runs: Sequence[RunSpec]) -> list[RunSpec]:

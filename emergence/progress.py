@@ -22,7 +22,7 @@ class SweepProgress:
 
     def __init__(self, runs: Sequence[RunSpec], console: Console, enabled: bool = True) -> None:
         self.runs = {run.run_key: run for run in runs}
-        self.total_steps = {run.run_key: run.spec.training.steps for run in runs}
+        self.total_steps = {run.run_key: run.spec.planned_steps for run in runs}
         self.console = console
         self.is_sweep = len(runs) > 1
         self.progress = Progress(

@@ -26,6 +26,9 @@ from emergence.numbers import decode_nonfinite, encode_nonfinite
 JOURNAL_FILE = "journal.jsonl"  # in the run directory (rundir.py)
 
 
+EXCLUDED_STEP_EVENT = "step_excluded"  # {"event": ..., "step": s, "reason": ...}: the analysis leaves step s out
+
+
 @dataclass
 class JournalContents:
     values: list[tuple[int, dict[str, float]]] = field(default_factory=list)
@@ -49,6 +52,17 @@ class JournalContents:
 
     def last_step(self) -> int | None:
         return max((s for s, _ in self.values), default=None)
+
+    def excluded_steps(self) -> dict[int, str]:
+        """Steps an event marks as not to be analysed (a checkpoint whose weights are another step's), with why."""
+        return {int(e["step"]): str(e.get("reason", "")) for e in self.events if e.get("event") == EXCLUDED_STEP_EVENT}
+
+    def analysed(self) -> JournalContents:
+        """The journal without its excluded steps: what the analysis reads."""
+        excluded = self.excluded_steps()
+        if not excluded:
+            return self
+        return JournalContents([(s, v) for s, v in self.values if s not in excluded], self.tables, self.events)
 
 
 class Journal:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -33,7 +34,7 @@ from emergence.rundir import (
 )
 from emergence.schedule import MeasurementSchedule
 from emergence.spec.grid import RunSpec
-from emergence.spec.schema import Spec
+from emergence.spec.schema import CheckpointSeriesSpec, Spec
 from emergence.tasks import TaskData, build_task
 from emergence.train import (
     StepResult,
@@ -238,6 +239,14 @@ class Run:
 
 
 def run_one(run_spec: RunSpec, progress: ProgressCallback | None = None) -> RunOutcome:
+    if isinstance(run_spec.spec.model, CheckpointSeriesSpec):
+        from emergence.series import SeriesRun  # a walk over saved checkpoints instead of training
+
+        def checkpoint_done(done: int, total: int, step: int, values: Mapping[str, float]) -> None:
+            if progress is not None:
+                progress(StepResult(step, math.nan, math.nan), values)
+
+        return SeriesRun(run_spec, checkpoint_done).execute()
     if getattr(run_spec.spec, "jacobian", None) is not None:
         from emergence.studies.jacobian_run import run_study  # torch.func and scipy only for the study
 

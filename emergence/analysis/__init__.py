@@ -63,6 +63,7 @@ def analyze(
     ``onset_rules``: what the run's measures declare (``measure_onset_rules(spec.measures)``); None = what every
     built-in measure declares at its default options."""
     rules = builtin_onset_rules() if onset_rules is None else list(onset_rules)
+    journal = journal.analysed()  # without the steps the run excluded (a duplicated checkpoint)
     events = []
     for metric in event_metrics(journal, spec.emergence.metric):
         level = LEVEL_SUFFIX.search(metric)

@@ -26,7 +26,6 @@ from emergence.rundir import read_analysis, read_status
 if TYPE_CHECKING:
     from emergence.rundir import RunOutcome
     from emergence.spec.grid import RunSpec
-    from emergence.spec.schema import ModelSpec
 
 SUMMARY_VERSION = 1  # bump when a key of the summary changes meaning, so old sweep.json files are recognised
 
@@ -82,8 +81,13 @@ def difficulty_label(level: int | Sequence[int]) -> str:
     return "L" + "+".join(str(lvl) for lvl in sorted(set(level)))
 
 
-def size_label(model: ModelSpec) -> str:
-    """The preset's name when the spec used one (how a reader names sizes), else ``<layers>x<d_model>``."""
+def size_label(model: Any) -> str:
+    """The preset's name when the spec used one (how a reader names sizes), else ``<layers>x<d_model>``; a
+    checkpoint series by its repository or folder name; an MLP by its widths."""
+    if getattr(model, "source", None) is not None:
+        return Path(model.name or model.path).name
+    if getattr(model, "kind", None) == "mlp":
+        return "mlp" + "-".join(str(size) for size in model.sizes)
     return model.preset or f"{model.n_layers}x{model.d_model}"
 
 

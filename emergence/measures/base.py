@@ -79,6 +79,10 @@ class MeasureSetup:
     loss: MonitoredLoss | None = None
     # A monitored model's feature labels for its diagnostic examples (the Monitor's features=): name -> [n].
     features: dict[str, np.ndarray] | None = None
+    # Parameters the model's forward pass never reads (a GPT-NeoX bridge's fused qkv beside the split q, k, v
+    # it uses): left out by the measures that flatten parameters. A checkpoint series also freezes them, so the
+    # measures that differentiate (which skip frozen parameters) leave them out too.
+    unused_parameters: frozenset[str] = frozenset()
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from emergence.tasks.base import Split
+from emergence.tasks.text import Choices
 from emergence.train.loop import autocast_context
 
 EVAL_CHUNK = 1024
@@ -83,3 +84,44 @@ def greedy_decode(model: torch.nn.Module, prompt: torch.Tensor, answer_len: int,
         next_token = model(sequence)[:, -1].argmax(-1, keepdim=True)
         sequence = torch.cat([sequence, next_token], dim=1)
     return sequence[:, prompt.shape[1] :].cpu()
+
+
+CHOICE_CHUNK = 64  # candidate sequences per forward pass
+
+
+@torch.inference_mode()
+def choice_scores(model: torch.nn.Module, split: Split, choices: Choices, device: torch.device, pad_id: int) -> list[list[float]]:
+    """For each example, each candidate continuation's summed log-probability after the example's prompt."""
+    model.eval()
+    rows = []  # (example, candidate, token ids, where the candidate starts)
+    for i, candidates in enumerate(choices.candidates):
+        prompt = split.tokens[i, : int(split.prompt_len[i])].tolist()
+        rows += [(i, k, prompt + candidate, len(prompt)) for k, candidate in enumerate(candidates)]
+    scores = [[0.0] * len(c) for c in choices.candidates]
+    for start in range(0, len(rows), CHOICE_CHUNK):
+        chunk = rows[start : start + CHOICE_CHUNK]
+        width = max(len(ids) for _, _, ids, _ in chunk)
+        tokens = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        for row, (_, _, ids, _) in enumerate(chunk):
+            tokens[row, : len(ids)] = torch.tensor(ids)
+        log_probs = torch.log_softmax(model(tokens.to(device)).float(), dim=-1).cpu()
+        for row, (i, k, ids, begin) in enumerate(chunk):
+            positions = torch.arange(begin - 1, len(ids) - 1)  # position t-1 predicts token t
+            scores[i][k] = float(log_probs[row, positions, torch.tensor(ids[begin:])].sum())
+    return scores
+
+
+def choice_values(
+    model: torch.nn.Module, split: Split, choices: Choices, split_name: str, device: torch.device, pad_id: int
+) -> dict[str, float]:
+    """Multiple-choice accuracy (the most likely candidate is the right one) and the mean log-probability
+    margin of the right candidate over the best wrong one."""
+    scores = choice_scores(model, split, choices, device, pad_id)
+    right = [s[c] for s, c in zip(scores, choices.correct, strict=True)]
+    best_wrong = [max(v for k, v in enumerate(s) if k != c) for s, c in zip(scores, choices.correct, strict=True)]
+    hits = [max(range(len(s)), key=s.__getitem__) == c for s, c in zip(scores, choices.correct, strict=True)]
+    prefix = f"behavior/{split_name}"
+    return {
+        f"{prefix}/choice_accuracy": sum(hits) / len(hits),
+        f"{prefix}/choice_margin": sum(r - w for r, w in zip(right, best_wrong, strict=True)) / len(right),
+    }

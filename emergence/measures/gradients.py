@@ -193,10 +193,10 @@ class GradientMeasure(Measure):
         """Per-example gradients of the chosen examples: of the answer log-likelihood in a trained run, of
         the user's per-example loss under a Monitor (a sign apart, the Gram matrix is the same)."""
         loss = self.setup.loss
+        if selection is None:  # frozen parameters are left out, as the curvature and the LLC leave them
+            selection = [ParameterSlice(name, p.numel()) for name, p in model.named_parameters() if p.requires_grad]
         if loss is None:
             return model_gradients(model, self.setup.task.diagnostic.subset(self.index), selection, self.options.chunk_size)
-        if selection is None:
-            selection = [ParameterSlice(name, p.numel()) for name, p in model.named_parameters()]
         with evaluation_mode(model):
             return loss.per_example_gradients(selection, self.index, self.options.chunk_size)
 
@@ -217,7 +217,7 @@ class GradCovRank(GradientMeasure, declared="grad_cov_rank"):
     """``/trace`` is the total variance of the per-example gradients; ``/n_parameters`` the subset's size."""
 
     def compute(self, context: MeasureContext) -> dict[str, float]:
-        named_shapes = [(name, p.numel()) for name, p in context.model.named_parameters()]
+        named_shapes = [(name, p.numel()) for name, p in context.model.named_parameters() if p.requires_grad]
         selection = select_parameters(named_shapes, self.options.parameters, self.options.max_parameters)
         gradients = self._gradients(context.model, selection)
         n_parameters = gradients.shape[1]

@@ -215,7 +215,7 @@ class SpectralEdge(Measure, declared="spectral_edge"):
     def _selected(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """Frozen parameters are kept (their delta is 0, so G is unchanged): the flattened length must not
         change when a training phase toggles ``requires_grad``."""
-        named = dict(model.named_parameters())
+        named = {n: p for n, p in model.named_parameters() if n not in self.setup.unused_parameters}
         option = self.options.parameters
         if option == "all":
             return named

@@ -31,6 +31,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.verdict-precursor { background: #c8e6c9; font-weight: 600; }
 td.verdict-synchronous { background: #fff3c4; }
 td.verdict-lagging { background: #ffcdd2; }
+td.duplicate { background: #ffcdd2; font-weight: 600; }
 td.verdict-no_signal { background: #e0e0e0; color: #555; }
 td.verdict-no_emergence { background: #f0f0f0; color: #777; }
 figure { margin: 1em 0; }

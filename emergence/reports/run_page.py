@@ -65,6 +65,7 @@ def render_html(data: RunData, plots: Sequence[str], jacobian: Mapping[str, Any]
         _header(data, state),
         section("Summary", _summary(data)),
         *([section("Training Jacobian", jacobian_section(jacobian))] if jacobian is not None else []),
+        *([section("Checkpoint integrity", _integrity_table(data))] if _checkpoint_events(data) else []),
         section("Precursor verdicts", _verdict_table(data)),
         *([section("Quiet features", _feature_table(data))] if data.feature_verdicts else []),
         section("Collapse", _collapse_table(data)),
@@ -145,6 +146,34 @@ def _top_down_summary(entry: Mapping[str, Any]) -> str:
         f"Top-down ({entry.get('family', '?')}): Spearman rho {fmt(entry.get('spearman_rho'))}, {holds}"
         + (f"; collapse steps {order}." if order else ".")
     )
+
+
+INTEGRITY_COLUMNS = ("step", "revision", "hash", "duplicate_of", "load_seconds")
+
+
+def _checkpoint_events(data: RunData) -> list[Mapping[str, Any]]:
+    """A checkpoint series' ``checkpoint`` events, one per checkpoint walked (``series.py``)."""
+    return [e for e in data.journal.events if e.get("event") == "checkpoint"]
+
+
+def _integrity_table(data: RunData) -> str:
+    """Every checkpoint of the series with its weights' hash; those whose weights are another step's, flagged
+    and left out of the analysis, first and in red."""
+    events = _checkpoint_events(data)
+    excluded = data.journal.excluded_steps()
+    rows = [{**e, "hash": str(e.get("hash", ""))[:16]} for e in events]
+    if excluded:
+        note = (
+            f'<p class="failure">{len(excluded)} of {len(events)} checkpoints have weights equal to another step\'s and are '
+            f"left out of the analysis: steps {esc(', '.join(str(s) for s in sorted(excluded)))}.</p>"
+        )
+    else:
+        note = f"<p>All {len(events)} checkpoints have distinct weights (SHA-256 of every parameter and buffer).</p>"
+
+    def flagged(column: str, value: Any) -> str | None:
+        return "duplicate" if column == "duplicate_of" and value is not None else None
+
+    return note + table(INTEGRITY_COLUMNS, rows, flagged)
 
 
 def _verdict_table(data: RunData) -> str:

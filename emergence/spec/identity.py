@@ -19,6 +19,9 @@ def canonical_form(spec: Spec | BaseModel) -> str:
     excluded: dict[str, Any] = {name: True for name in NON_RESULT_FIELDS} | {"model": {"preset"}}
     if getattr(spec, "jacobian", None) is None:
         excluded["jacobian"] = True  # added later: specs without the study keep the run keys they had
+    task = getattr(spec, "task", None)
+    if task is not None and task.format == "tokens":
+        excluded["task"] = {"format", "shots", "scoring"}  # likewise for a task not rendered as text
     resolved = spec.model_dump(mode="json", exclude=excluded)
     return json.dumps(resolved, sort_keys=True, separators=(",", ":"))
 

@@ -31,7 +31,7 @@ def mlp_parameters(sizes: list[int]) -> int:
 def parameter_count(spec: Spec) -> tuple[int, bool]:
     """(parameters, exact?): exact for an MLP; for a transformer a lower bound (blocks, embedding and
     unembedding, without biases, norms and positions), which the run checks again on the built model."""
-    if spec.model.kind == "mlp":
+    if getattr(spec.model, "kind", None) == "mlp":
         return mlp_parameters(spec.model.sizes), True
     model = spec.model
     d_vocab = 0
@@ -71,7 +71,7 @@ def _check_mlp(spec: Spec, model: Any) -> None:
 
 
 def check_jacobian_spec(spec: Spec) -> None:
-    if spec.model.kind == "mlp":
+    if getattr(spec.model, "kind", None) == "mlp":
         _check_mlp(spec, spec.model)
     study = spec.jacobian
     if study is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from emergence.registry import did_you_mean
 from emergence.spec.schema import FieldError, MeasureOptionsError, MonitorSpec, Spec
@@ -136,6 +136,39 @@ def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _tagged_members(annotation: Any) -> dict[str, type[BaseModel]]:
+    """A tagged union's members by tag (``Annotated[ModelSpec, Tag("transformer")] | ...``)."""
+    members: dict[str, type[BaseModel]] = {}
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is typing.Annotated:
+            inner, *metadata = typing.get_args(arg)
+            tag = next((m.tag for m in metadata if isinstance(m, Tag)), None)
+            if tag is not None and isinstance(inner, type) and issubclass(inner, BaseModel):
+                members[tag] = inner
+            members.update(_tagged_members(inner))
+    return members
+
+
+def _models_at(loc: tuple[Any, ...], schema: type[BaseModel]) -> list[type[BaseModel]]:
+    """The models the field at ``loc`` (pydantic's, union tags included) may hold: the tagged member tried, or
+    every member of an untagged union."""
+    models = [schema]
+    annotation: Any = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        tagged = _tagged_members(annotation) if annotation is not None else {}
+        if str(part) in tagged:
+            models = [tagged[str(part)]]
+            continue
+        field = next((m.model_fields[str(part)] for m in models if str(part) in m.model_fields), None)
+        if field is None:
+            return []
+        annotation = field.annotation
+        models = _member_models(annotation)
+    return models
+
+
 def _model_at(loc: tuple[Any, ...], schema: type[BaseModel]) -> type[BaseModel] | None:
     model: type[BaseModel] | None = schema
     for part in loc:
@@ -150,7 +183,47 @@ def _model_at(loc: tuple[Any, ...], schema: type[BaseModel]) -> type[BaseModel] 
     return model
 
 
+def _member_models(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field's annotation can hold: one, or each member of a (tagged) union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated, list, dict):
+        for arg in typing.get_args(annotation):
+            found += [m for m in _member_models(arg) if m not in found]
+    return found
+
+
+def _field_path(loc: tuple[Any, ...], schema: type[BaseModel]) -> tuple[Any, ...]:
+    """``loc`` without the parts pydantic adds for a union: the tag of the member that was tried
+    (``model.checkpoints.steps``) and the member type (``steps.literal['pythia']``), so the path is the spec's."""
+    kept: list[Any] = []
+    models: list[type[BaseModel]] = [schema]
+    annotation: Any = None
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            kept.append(part)
+            continue
+        tagged = _tagged_members(annotation) if annotation is not None else {}
+        if str(part) in tagged:
+            models = [tagged[str(part)]]  # the member tried: the next part is one of its fields
+            continue
+        field = next((m.model_fields[str(part)] for m in models if str(part) in m.model_fields), None)
+        if field is not None:
+            kept.append(part)
+            annotation = field.annotation
+            models = _member_models(annotation)
+        elif index == len(loc) - 1 and models:
+            kept.append(part)  # an unknown field: the error is about it
+        elif not models and "[" not in str(part):
+            kept.append(part)  # a key of a free-form mapping (tracking tags)
+        # else: a member type of a union of plain types (literal['pythia']): not part of the spec's path
+    return tuple(kept)
+
+
 def _describe(error: dict[str, Any], schema: type[BaseModel]) -> list[SpecProblem]:
+    parents = _models_at(tuple(error["loc"])[:-1], schema)
+    error = {**error, "loc": _field_path(tuple(error["loc"]), schema)}
     loc, kind = tuple(error["loc"]), error["type"]
     context = error.get("ctx") or {}
     if kind == "value_error" and isinstance(context.get("error"), MeasureOptionsError):
@@ -159,8 +232,7 @@ def _describe(error: dict[str, Any], schema: type[BaseModel]) -> list[SpecProble
     if kind == "value_error" and isinstance(context.get("error"), FieldError):
         inner_error = context["error"]
         return [SpecProblem(dotted(loc + tuple(inner_error.path.split("."))), str(inner_error))]
-    parent = _model_at(loc[:-1], schema)
-    allowed = sorted(parent.model_fields) if parent is not None else []
+    allowed = sorted({name for parent in parents for name in parent.model_fields})
     return [_problem(loc, error, allowed)]
 
 
@@ -212,10 +284,25 @@ def _validated(raw: dict[str, Any], source: str, schema: type[BaseModel]) -> Any
     try:
         return schema.model_validate(raw)
     except ValidationError as error:
-        problems = []
+        problems: list[SpecProblem] = []
         for item in error.errors(include_url=False):
             problems += _describe(item, schema)
-        raise SpecError(source, problems) from None
+        raise SpecError(source, merged(problems)) from None
+
+
+def merged(problems: list[SpecProblem]) -> list[SpecProblem]:
+    """One problem per field: a value no member of a union accepts gives one error per member; say them as one."""
+    by_path: dict[str, list[SpecProblem]] = {}
+    for problem in problems:
+        by_path.setdefault(problem.path, []).append(problem)
+    result = []
+    for path, same in by_path.items():
+        if len(same) == 1:
+            result.append(same[0])
+            continue
+        messages = list(dict.fromkeys(p.message for p in same))
+        result.append(SpecProblem(path, "; or ".join(messages), same[0].given, same[0].allowed))
+    return result
 
 
 def is_monitor_spec(raw: dict[str, Any]) -> bool:

@@ -72,11 +72,29 @@ class TaskSpec(Strict):
     train_size: PositiveInt = 20_000
     test_size: PositiveInt = 1_000
     diagnostic_size: PositiveInt = Field(200, description="fixed examples every measure sees at every step")
+    # How a checkpoint series (model.source: checkpoints) sees the task: as text for its tokenizer.
+    format: Literal["tokens", "text"] = Field("tokens", description="text: the task as prose for a pretrained tokenizer (checkpoint series)")
+    shots: NonNegativeInt = Field(0, description="text: solved examples before each question (few-shot)")
+    scoring: Literal["exact", "choice"] = Field(
+        "exact", description="text: exact = greedy exact match of the continuation; choice = the most likely of the task's answer set"
+    )
 
     @field_validator("name")
     @classmethod
     def _known_task(cls, name: str) -> str:
         return known_name(registry.tasks, name)
+
+    @model_validator(mode="after")
+    def _text_options(self) -> TaskSpec:
+        if self.format == "tokens" and (self.shots or self.scoring != "exact"):
+            field = "shots" if self.shots else "scoring"
+            raise FieldError(field, f"{field} applies to a task rendered as text; set task.format: text (a checkpoint series)")
+        if self.scoring == "choice" and not hasattr(registry.tasks.get(self.name), "text_choices"):
+            offering = [name for name in registry.tasks.names() if hasattr(registry.tasks.get(name), "text_choices")]
+            raise FieldError(
+                "scoring", f"given 'choice', but task {self.name!r} has no finite answer set; tasks that do: {', '.join(offering)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _task_can_supply(self) -> TaskSpec:
@@ -163,13 +181,54 @@ class MLPModelSpec(Strict):
     act: Literal["relu", "gelu", "gelu_new", "tanh", "silu"] = Field("gelu", description="gelu_new: the tanh approximation (Flax's gelu)")
 
 
+CHOICE_METRIC = "behavior/test/choice_accuracy"  # a task scored by choice (task.scoring: choice)
+PYTHIA_STEPS = "pythia"  # Pythia's 154 checkpoints: 0, the powers of two 1 ... 512, then every 1,000 to 143,000
+
+
+class CheckpointSeriesSpec(Strict):
+    """A pretrained model's training history: one Hugging Face checkpoint per step, measured in turn.
+
+    ``name`` (a Hub repository, a revision per step, read from the local cache) or ``path`` (a folder with one
+    Hugging Face checkpoint folder per step, ``path/step{N}``): exactly one of them.
+    """
+
+    source: Literal["checkpoints"]
+    name: str | None = Field(None, description="a Hugging Face repository (EleutherAI/pythia-160m); revisions from the HF cache")
+    path: str | None = Field(None, description="a folder of checkpoint folders, one per step (path/step1000/)")
+    steps: Literal["pythia"] | Annotated[list[NonNegativeInt], Field(min_length=2)] | None = Field(
+        None, description="pythia (its 154 steps), a list of steps, or null: every step found under path"
+    )
+    revision_format: str = Field("step{step}", description="the revision (or folder) name of a step; {step} is replaced")
+    keep_cache: bool = Field(True, description="false: delete each revision from the HF cache once measured (series larger than the disk)")
+    integrity: Literal["flag", "strict"] = Field(
+        "flag", description="flag: a checkpoint whose weights equal another step's is left out of the analysis; strict: the run fails"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="the dtype checkpoints are loaded in")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto = CUDA when present")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> CheckpointSeriesSpec:
+        if (self.name is None) == (self.path is None):
+            raise FieldError("name", "give the series as name (a Hugging Face repository) or as path (a local folder), not both or neither")
+        if self.name is not None and self.steps is None:
+            raise FieldError("steps", "a repository's steps cannot be listed offline: give steps (pythia, or a list)")
+        if "{step}" not in self.revision_format:
+            raise FieldError("revision_format", f"given {self.revision_format!r}; it must contain {{step}}")
+        if isinstance(self.steps, list) and len(set(self.steps)) != len(self.steps):
+            raise FieldError("steps", f"steps repeat: {sorted(s for s in set(self.steps) if self.steps.count(s) > 1)}")
+        return self
+
+
 def _model_kind(data: Any) -> str:
+    if (data.get("source") if isinstance(data, dict) else getattr(data, "source", None)) is not None:
+        return "checkpoints"  # an unknown source is reported by CheckpointSeriesSpec's Literal
     kind = data.get("kind", "transformer") if isinstance(data, dict) else getattr(data, "kind", "transformer")
     return "mlp" if kind == "mlp" else "transformer"  # an unknown kind is reported by ModelSpec's Literal
 
 
 AnyModelSpec = Annotated[
-    Annotated[ModelSpec, Tag("transformer")] | Annotated[MLPModelSpec, Tag("mlp")], Discriminator(_model_kind)
+    Annotated[ModelSpec, Tag("transformer")] | Annotated[MLPModelSpec, Tag("mlp")] | Annotated[CheckpointSeriesSpec, Tag("checkpoints")],
+    Discriminator(_model_kind),
 ]
 
 
@@ -382,6 +441,33 @@ class Spec(Strict):
             raise FieldError(problem.path, str(problem)) from None
         return self
 
+    @property
+    def planned_steps(self) -> int:
+        """The last step this run reaches: the training's steps, or a checkpoint series' last step (0 when only
+        the series' folder knows it)."""
+        if isinstance(self.model, CheckpointSeriesSpec):
+            steps = self.model.steps
+            return 143_000 if steps == PYTHIA_STEPS else max(steps) if isinstance(steps, list) else 0
+        return self.training.steps
+
+    @model_validator(mode="after")
+    def _series_reads_text(self) -> Spec:
+        """A checkpoint series trains nothing and reads the task as text; text is only for a series."""
+        series = isinstance(self.model, CheckpointSeriesSpec)
+        if series and self.task.format != "text":
+            raise FieldError("task.format", "given 'tokens': a checkpoint series reads the task as text for its own tokenizer; set task.format: text")
+        if not series and self.task.format == "text":
+            raise FieldError("task.format", "given 'text': only a checkpoint series (model.source: checkpoints) reads a task as text")
+        if series and "training" in self.model_fields_set:
+            raise FieldError("training", "a checkpoint series trains nothing: remove the training section")
+        if series and self.jacobian is not None:
+            raise FieldError("jacobian", "the Jacobian study trains a model; a checkpoint series cannot give it one")
+        if self.task.scoring == "choice" and "metric" not in self.analysis.emergence.model_fields_set:
+            # The score the spec asked for is the one that emerges (copies: a default instance may be shared).
+            emergence = self.analysis.emergence.model_copy(update={"metric": CHOICE_METRIC})
+            self.analysis = self.analysis.model_copy(update={"emergence": emergence})
+        return self
+
     @model_validator(mode="after")
     def _consistent(self) -> Spec:
         names = [m.name for m in self.measures]
@@ -396,10 +482,11 @@ class Spec(Strict):
                         f"measures.{index}.sites.{at}", f"given {site!r}{did_you_mean(str(site), SITES)}; allowed: {', '.join(SITES)}"
                     )
             layers = (measure.model_extra or {}).get("layers")
-            if isinstance(layers, list) and any(not 0 <= layer < self.model.n_layers for layer in layers):
+            n_layers = getattr(self.model, "n_layers", None)  # a checkpoint series' depth is known once loaded
+            if isinstance(layers, list) and n_layers is not None and any(not 0 <= layer < n_layers for layer in layers):
                 raise FieldError(
                     f"measures.{index}.layers",
-                    f"measure {measure.name!r} asks for layers {layers}, but the model has layers 0..{self.model.n_layers - 1}"
+                    f"measure {measure.name!r} asks for layers {layers}, but the model has layers 0..{n_layers - 1}"
                 )
             features = (measure.model_extra or {}).get("features")
             if isinstance(features, list) and self.task.name in registry.tasks:

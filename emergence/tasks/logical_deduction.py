@@ -165,3 +165,9 @@ class LogicalDeduction:
         where = "leftmost" if question == 0 else "rightmost" if question == n - 1 else f"{ORDINALS[question]} from the left"
         prompt = " ".join(sentences) + f"\nQuestion: Which book is the {where}?\nAnswer: The"
         return prompt, f" {self.answer_of(raw)} book"
+
+    def text_choices(self, raw: RawPuzzle) -> tuple[list[str], int]:
+        """The continuations a multiple-choice scoring weighs against each other (one per book, as the text
+        answer writes them) and the index of the right one."""
+        books = raw[0]
+        return [f" {book} book" for book in books], books.index(self.answer_of(raw))

@@ -353,7 +353,7 @@ class ProgressRelay:
     def finish(self, run: RunSpec, outcome: RunOutcome) -> None:
         self.finished.add(run.run_key)
         if self.progress is not None:
-            total = run.spec.training.steps
+            total = run.spec.planned_steps
             self.progress(RunMessage(run.run_key, "finished", total=total, state=outcome.state, reason=outcome.reason))
 
 
