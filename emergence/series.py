@@ -197,6 +197,7 @@ class SeriesRun:
                     parameter.requires_grad_(name not in self.unused)
                 self.model = model
                 self._build_measures(model, self.unused)
+                del model  # self.model is the only reference: released with it after this checkpoint
                 if after is not None:
                     for measure, state in zip(self.measures, self._saved_measures, strict=True):
                         measure.load_state_dict(state)

@@ -2,11 +2,11 @@
 parallel attention and MLP), trained on one of our tasks written as text and saved in Hugging Face format
 at steps 0, 1, 2, 4 ... (one folder per step, `OUT/step{N}/`, with a word-level tokenizer beside it).
 
-    python examples/checkpoint_series.py [--out runs/tiny-series] [--task reverse] [--steps 0 1 2 4 8 16 32 64 128]
+    python examples/checkpoint_series.py [--out runs/tiny-series] [--task sort] [--steps 0 1 2 4 8 16 32 64 96 ...]
     emergence run specs/series-local.yaml      # walks it: behaviour, geometry, probes, verdicts, integrity
 
 Nothing is downloaded: the model is built from its config and the tokenizer from the task's words.
-`--duplicate 64:128` saves step 64's weights again as step 128, the fault public series have been found with
+`--duplicate 224:256` saves step 224's weights again as step 256, the fault public series have been found with
 (EleutherAI/pythia issue 205), so the walk has one to find.
 """
 
@@ -63,10 +63,12 @@ def batch(rows: list[dict[str, list[int]]], pad_id: int) -> tuple[torch.Tensor, 
 
 
 def make_series(
-    out: Path, task_name: str = "reverse", level: int = 1, steps: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64, 128),
+    out: Path, task_name: str = "sort", level: int = 1, steps: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256),
     seed: int = 0, lr: float = 3e-3, batch_size: int = 64, n_train: int = 2000, duplicate: tuple[int, int] | None = None,
 ) -> list[Path]:
     """Train and save the series; returns the checkpoint folders, in step order."""
+    if duplicate is not None and not (duplicate[0] in steps and duplicate[1] in steps and duplicate[0] < duplicate[1]):
+        raise ValueError(f"--duplicate {duplicate[0]}:{duplicate[1]}: both must be saved steps, the first earlier; steps are {sorted(steps)}")
     torch.manual_seed(seed)
     task = registry.tasks.get(task_name)()
     params = resolve_params(task, level, {})
@@ -110,9 +112,9 @@ def make_series(
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/tiny-series")
-    parser.add_argument("--task", default="reverse")
+    parser.add_argument("--task", default="sort")
     parser.add_argument("--level", type=int, default=1)
-    parser.add_argument("--steps", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16, 32, 64, 128, 192, 256])
+    parser.add_argument("--steps", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256])
     parser.add_argument("--duplicate", help="A:B saves step A's weights again as step B")
     options = parser.parse_args()
     pair = tuple(int(x) for x in options.duplicate.split(":")) if options.duplicate else None

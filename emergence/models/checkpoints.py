@@ -84,10 +84,14 @@ def _listed(spec: CheckpointSeriesSpec) -> list[int]:
 
 
 def is_available(checkpoint: Checkpoint) -> bool:
-    """A local folder with a checkpoint in it, or a Hub revision whose config is in the local HF cache."""
+    """A local folder with a checkpoint in it, or a Hub revision whose config is in the local HF cache; with the
+    Hub online (``HF_HUB_OFFLINE`` unset), any revision: it is fetched when the walk reaches it."""
     if checkpoint.folder is not None:
         return (checkpoint.folder / CONFIG_FILE).exists()
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not constants.HF_HUB_OFFLINE:
+        return True
 
     found = try_to_load_from_cache(checkpoint.repository, CONFIG_FILE, revision=checkpoint.revision)
     return isinstance(found, str)
@@ -122,6 +126,9 @@ def load_tokenizer(checkpoint: Checkpoint):  # noqa: ANN201 - a transformers tok
 def load_model(checkpoint: Checkpoint, device: torch.device, dtype: str) -> torch.nn.Module:
     """The checkpoint as a TransformerBridge, in eval mode, on ``device``."""
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # one bar per checkpoint would bury the walk's own progress
 
     if checkpoint.folder is not None:
         model = TransformerBridge.boot_transformers(str(checkpoint.folder), device=device, dtype=DTYPES[dtype])

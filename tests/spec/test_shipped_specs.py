@@ -29,6 +29,10 @@ def test_shipped_spec_runs_end_to_end_when_shrunk(path, tmp_path):
     """The shipped task, model, measures and analysis, for a few steps on little data: every part runs."""
     from emergence.runner import run_one
 
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if (raw.get("model") or {}).get("source") == "checkpoints":
+        run_series_spec(path, raw, tmp_path)
+        return
     shrink = [
         "training.steps=4", "training.checkpoint_every=2", "schedule.every=2", "schedule.log_spaced_until=0",
         "task.train_size=64", "task.test_size=32", "task.diagnostic_size=16", "tracking=[]",
@@ -48,3 +52,36 @@ def test_shipped_spec_runs_end_to_end_when_shrunk(path, tmp_path):
         outcome = run_one(run)
         assert outcome.state == "completed", outcome.reason
         assert (outcome.run_dir / "verdicts.json").exists() and (outcome.run_dir / "report.html").exists()
+
+
+def run_series_spec(path: Path, raw: dict, tmp_path: Path) -> None:
+    """A checkpoint series: a local one on a tiny series made here (three checkpoints); a Hub one when its first
+    two checkpoints are in the HF cache (nothing is downloaded in the tests), else skipped with the reason."""
+    import importlib.util
+
+    from huggingface_hub import try_to_load_from_cache
+
+    from emergence.models.checkpoints import pythia_steps
+    from emergence.runner import run_one
+
+    model = raw["model"]
+    shrink = ["task.train_size=32", "task.test_size=32", "task.diagnostic_size=16", "tracking=[]", f"execution.output_dir={tmp_path}"]
+    for index, measure in enumerate(raw.get("measures") or []):
+        if measure["name"] == "probe":
+            shrink += [f"measures.{index}.fit_size=120", f"measures.{index}.held_out_size=40"]
+    if model.get("path") is not None:
+        maker = importlib.util.spec_from_file_location("checkpoint_series", path.parents[1] / "examples" / "checkpoint_series.py")
+        module = importlib.util.module_from_spec(maker)
+        maker.loader.exec_module(module)
+        module.make_series(tmp_path / "series", raw["task"]["name"], raw["task"].get("level", 1), (0, 1, 2), n_train=64)
+        shrink.append(f"model.path={tmp_path / 'series'}")
+    else:
+        steps = pythia_steps()[:2] if model.get("steps") == "pythia" else model["steps"][:2]
+        missing = [s for s in steps if not isinstance(try_to_load_from_cache(model["name"], "config.json", revision=f"step{s}"), str)]
+        if missing:
+            pytest.skip(f"{model['name']} steps {missing} are not in the Hugging Face cache (nothing is downloaded in the tests)")
+        shrink.append(f"model.steps={steps}")
+    (run,) = resolve(str(path), shrink)
+    outcome = run_one(run)
+    assert outcome.state == "completed", outcome.reason
+    assert (outcome.run_dir / "verdicts.json").exists() and (outcome.run_dir / "report.html").exists()
