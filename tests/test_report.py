@@ -377,3 +377,20 @@ def test_sweep_report_with_nothing_analysed_still_renders(tmp_path):
     assert not list(tmp_path.glob("*.png"))
     page = (tmp_path / "report.html").read_text()
     assert "OOM" in page and "No signal verdicts" in page
+
+
+def test_a_checkpoint_series_step_axis_is_symmetric_log_and_a_trained_schedule_linear() -> None:
+    """Pythia's checkpoints (1, 2, 4 ... 512, then every 1,000 to 143,000) would put the first eleven in one pixel
+    column on a linear axis; a trained run's schedule (powers of two to 16, then every 25) reads best linear."""
+    from matplotlib.figure import Figure
+
+    from emergence.models.checkpoints import pythia_steps
+    from emergence.record import JournalContents
+    from emergence.reports.plots import _step_axis
+
+    scales = []
+    for steps in (pythia_steps(), [0, 1, 2, 4, 8, 16, *range(25, 1001, 25)]):
+        ax = Figure().subplots()
+        _step_axis(ax, JournalContents([(step, {"x": 1.0}) for step in steps]))
+        scales.append(ax.get_xscale())
+    assert scales == ["symlog", "linear"]

@@ -71,7 +71,7 @@ def plot_behavior(data: RunData, path: Path) -> str | None:
     score_ax.set_ylabel("score")
     score_ax.set_title("Behaviour")
     loss_ax.set_ylabel("loss")
-    loss_ax.set_xlabel("step")
+    _step_axis(loss_ax, data.journal)
     if _spans_decades(data.journal, loss_keys):
         loss_ax.set_yscale("log")
     for ax in (score_ax, loss_ax):
@@ -115,7 +115,7 @@ def plot_probes(data: RunData, run_dir: Path) -> list[str]:
         if onset is not None:
             ax.axvline(onset, color="tab:green", linestyle=":", linewidth=1.5, label=f"probe onset @ {onset:g} ({verdict.get('verdict')})")
         _mark_events(ax, events, with_labels=True)
-        ax.set_xlabel("step")
+        _step_axis(ax, data.journal)
         ax.set_ylabel("held-out probe accuracy")
         ax.set_title(f"Probe: {family}")
         ax.grid(alpha=0.3)
@@ -175,7 +175,7 @@ def _plot_geometry_family(
     _mark_events(ax, events, with_labels=True)
 
     ax.set_title(family.removeprefix("geometry/"))
-    ax.set_xlabel("step")
+    _step_axis(ax, journal)
     ax.set_ylabel(family.split("/")[1])  # the measure's name: geometry/<measure>/<site>
     ax.grid(alpha=0.3)
     handles = ax.get_legend_handles_labels()[0]
@@ -253,6 +253,25 @@ def _spans_decades(journal: JournalContents, keys: Sequence[str]) -> bool:
     values = np.concatenate(arrays) if arrays else np.array([])
     values = values[np.isfinite(values)]
     return bool(values.size) and values.min() > 0 and values.max() / values.min() > 100
+
+
+# A step axis is drawn symmetric-log when the steps span this many decades and their spacing is this uneven:
+# a checkpoint series such as Pythia's (1, 2, 4 ... 512, then every 1,000 to 143,000), whose early checkpoints
+# would otherwise sit in one pixel column. A trained run's schedule (powers of two to 16, then every 25) stays linear.
+SYMLOG_MIN_DECADES = 3.5
+SYMLOG_MIN_SPACING_RATIO = 100
+
+
+def _step_axis(ax: Any, journal: JournalContents) -> None:
+    ax.set_xlabel("step")
+    steps = np.array(sorted({s for s, _ in journal.values}), dtype=float)
+    positive = steps[steps > 0]
+    if len(positive) < 3:
+        return
+    spacing = np.diff(steps)
+    if np.log10(positive.max() / positive.min()) >= SYMLOG_MIN_DECADES and spacing.max() / spacing.min() >= SYMLOG_MIN_SPACING_RATIO:
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("step (symmetric log scale)")
 
 
 def _save(fig: Figure, path: Path) -> str:
