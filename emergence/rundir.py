@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,23 @@ class RunDirectoryLock:
     def __exit__(self, *exc: object) -> None:
         if self._handle is not None:
             self._handle.close()  # closing releases the lock
+
+
+def execute_once(run_spec: RunSpec, run_dir: Path, execute: Callable[[], RunOutcome]) -> RunOutcome:
+    """Run ``execute`` in ``run_dir`` unless the run is completed already, holding the directory's lock: a run
+    completed earlier (or by another process while this one waited for the lock) is read back, and one that
+    another process holds is a failed outcome, not a second writer. Every kind of run starts this way."""
+    if (read_status(run_dir) or {}).get("state") == "completed":
+        return completed_outcome(run_spec, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunDirectoryLock(run_dir) as held:
+        if not held:
+            # Not completed by this sweep, so not a success: the sweep says so and exits non-zero.
+            reason = "running in another process (its run directory is locked); not started twice: run the sweep again later"
+            return RunOutcome(run_spec.run_key, run_dir, "failed", reason)
+        if (read_status(run_dir) or {}).get("state") == "completed":  # completed by the other while we waited
+            return completed_outcome(run_spec, run_dir)
+        return execute()
 
 
 @dataclass

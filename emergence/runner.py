@@ -25,10 +25,8 @@ from emergence.models import build_model, count_parameters, resolve_device
 from emergence.recorder import RunRecorder
 from emergence.rundir import (
     CHECKPOINT_DIR,
-    RunDirectoryLock,
     RunOutcome,
-    completed_outcome,
-    read_status,
+    execute_once,
     write_resolved_spec,
     write_status,
 )
@@ -190,19 +188,7 @@ class Run:
         return self.recorder.finish(state, reason, analysis, tracker_status, **details)
 
     def execute(self) -> RunOutcome:
-        status = read_status(self.run_dir)
-        if status and status.get("state") == "completed":
-            return completed_outcome(self.run_spec, self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with RunDirectoryLock(self.run_dir) as held:
-            if not held:
-                # Not completed by this sweep, so not a success: the sweep says so and exits non-zero.
-                reason = "running in another process (its run directory is locked); not started twice: run the sweep again later"
-                return RunOutcome(self.run_spec.run_key, self.run_dir, "failed", reason)
-            status = read_status(self.run_dir)  # the other process may have completed it while we waited
-            if status and status.get("state") == "completed":
-                return completed_outcome(self.run_spec, self.run_dir)
-            return self._execute()
+        return execute_once(self.run_spec, self.run_dir, self._execute)
 
     def _execute(self) -> RunOutcome:
         write_resolved_spec(self.run_dir, self.run_spec)

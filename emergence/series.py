@@ -46,10 +46,8 @@ from emergence.record import EXCLUDED_STEP_EVENT
 from emergence.recorder import RunRecorder
 from emergence.rundir import (
     CHECKPOINT_DIR,
-    RunDirectoryLock,
     RunOutcome,
-    completed_outcome,
-    read_status,
+    execute_once,
     write_resolved_spec,
     write_status,
 )
@@ -123,6 +121,8 @@ class SeriesRun:
 
     def _load(self, checkpoint: Checkpoint) -> torch.nn.Module:
         model = load_model(checkpoint, self.device, self.series.dtype)
+        if not self.measures and not self.unused:  # the walk's first checkpoint: find what the forward never reads
+            self.unused = unused_parameters(model, self.text.data.diagnostic.tokens[:PROBE_INPUTS].to(self.device))
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(name not in self.unused)  # the differentiating measures skip frozen ones
         return model
@@ -189,20 +189,12 @@ class SeriesRun:
         todo = [c for c in self.checkpoints if after is None or c.step > after]
         for done, checkpoint in enumerate(todo, start=len(self.checkpoints) - len(todo)):
             started = time.perf_counter()
-            if not self.measures:  # the first checkpoint of this process: the model's shape and unused parameters
-                model = load_model(checkpoint, self.device, self.series.dtype)
-                if after is None:
-                    self.unused = unused_parameters(model, self.text.data.diagnostic.tokens[:PROBE_INPUTS].to(self.device))
-                for name, parameter in model.named_parameters():
-                    parameter.requires_grad_(name not in self.unused)
-                self.model = model
-                self._build_measures(model, self.unused)
-                del model  # self.model is the only reference: released with it after this checkpoint
+            self.model = self._load(checkpoint)
+            if not self.measures:  # the first checkpoint of this process tells the model's shape
+                self._build_measures(self.model, self.unused)
                 if after is not None:
                     for measure, state in zip(self.measures, self._saved_measures, strict=True):
                         measure.load_state_dict(state)
-            else:
-                self.model = self._load(checkpoint)
             self.step = checkpoint.step
             values = self._measure(checkpoint, time.perf_counter() - started, hashes)
             self._save_state(checkpoint.step)
@@ -216,15 +208,7 @@ class SeriesRun:
     # -- the run -------------------------------------------------------------------------------
 
     def execute(self) -> RunOutcome:
-        status = read_status(self.run_dir)
-        if status and status.get("state") == "completed":
-            return completed_outcome(self.run_spec, self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with RunDirectoryLock(self.run_dir) as held:
-            if not held:
-                reason = "running in another process (its run directory is locked); not started twice: run it again later"
-                return RunOutcome(self.run_spec.run_key, self.run_dir, "failed", reason)
-            return self._execute()
+        return execute_once(self.run_spec, self.run_dir, self._execute)
 
     def _execute(self) -> RunOutcome:
         write_resolved_spec(self.run_dir, self.run_spec)

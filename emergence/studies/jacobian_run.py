@@ -22,10 +22,8 @@ import torch
 from emergence.recorder import RunRecorder
 from emergence.rundir import (
     JACOBIAN_FILE,
-    RunDirectoryLock,
     RunOutcome,
-    completed_outcome,
-    read_status,
+    execute_once,
     replace_json,
     write_resolved_spec,
     write_status,
@@ -121,18 +119,7 @@ class JacobianStudy:
         self.journal = self.recorder.journal
 
     def execute(self) -> RunOutcome:
-        status = read_status(self.run_dir)
-        if status and status.get("state") == "completed":
-            return completed_outcome(self.run_spec, self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with RunDirectoryLock(self.run_dir) as held:
-            if not held:
-                reason = "running in another process (its run directory is locked); not started twice: run the sweep again later"
-                return RunOutcome(self.run_spec.run_key, self.run_dir, "failed", reason)
-            status = read_status(self.run_dir)
-            if status and status.get("state") == "completed":
-                return completed_outcome(self.run_spec, self.run_dir)
-            return self._execute()
+        return execute_once(self.run_spec, self.run_dir, self._execute)
 
     def _execute(self) -> RunOutcome:
         write_resolved_spec(self.run_dir, self.run_spec)
