@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from emergence.analysis.sweep import SweepEntry, summarize_sweep
-from emergence.record import Journal
+from emergence.record import Journal, read_journal
 from emergence.reports import write_report
-from emergence.reports.plots import geometry_families, plot_filename
+from emergence.reports.plots import geometry_families, plot_filename, signal_panels
 from emergence.reports.sweep_page import (
     is_sweep_directory,
     load_sweep,
@@ -394,3 +394,33 @@ def test_a_checkpoint_series_step_axis_is_symmetric_log_and_a_trained_schedule_l
         _step_axis(ax, JournalContents([(step, {"x": 1.0}) for step in steps]))
         scales.append(ax.get_xscale())
     assert scales == ["symlog", "linear"]
+
+
+def test_other_measure_families_get_one_figure_each_with_a_panel_per_quantity(tmp_path):
+    run_dir = _make_run(tmp_path)
+    journal = Journal(run_dir)
+    for step in STEPS:
+        journal.append_values(
+            step,
+            {
+                "spectral/gap_ratio": 1 + step / 100,
+                "spectral/k_star": 1.0,
+                "commutator/defect": 2.0 * 1.01**step,
+                "commutator/qk/L0": 5.0 - step / 500,
+                "commutator/qk/L0/H0": 1.0,
+                "commutator/qk/L0/H1": 1.5,
+                "cost/spectral_edge": 0.01,
+            },
+        )
+    verdicts = VERDICTS + [dict(VERDICTS[0], signal="commutator/defect", onset_step=500, lead_steps=350)]
+    (run_dir / "verdicts.json").write_text(json.dumps(verdicts), encoding="utf-8")
+    assert signal_panels(read_journal(run_dir).metric_keys()) == {
+        "commutator": {"commutator/defect": ["commutator/defect"], "commutator/qk": ["commutator/qk/L0", "commutator/qk/L0/H0", "commutator/qk/L0/H1"]},
+        "spectral": {"spectral/gap_ratio": ["spectral/gap_ratio"], "spectral/k_star": ["spectral/k_star"]},
+    }
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    sources = _img_sources(page)
+    assert {"signals_commutator.png", "signals_spectral.png"} <= set(sources)
+    assert not any(name.startswith(("signals_cost", "signals_behavior", "signals_geometry")) for name in sources)
+    for name in ("signals_commutator.png", "signals_spectral.png"):
+        _assert_valid_png(run_dir / name)

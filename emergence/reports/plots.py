@@ -133,6 +133,66 @@ def plot_probes(data: RunData, run_dir: Path) -> list[str]:
     return names
 
 
+# Families the report plots elsewhere (behaviour, geometry, probes) or that are bookkeeping, not signals.
+_NOT_SIGNAL_FAMILIES = ("behavior", "geometry", "probe", "train", "cost", "ablation")
+_LAYER_OR_HEAD = re.compile(r"/(?:L|H)\d+")
+MAX_SIGNAL_PANELS = 12
+
+
+def signal_panels(keys: Iterable[str]) -> dict[str, dict[str, list[str]]]:
+    """``{family: {panel: [keys]}}`` for every logged measure family the other plots do not cover: one panel
+    per quantity, its layers and heads as lines in it (``commutator/qk/L0/H1`` goes to panel ``commutator/qk``)."""
+    families: dict[str, dict[str, list[str]]] = {}
+    for key in sorted(keys):
+        family = key.split("/", 1)[0]
+        if family in _NOT_SIGNAL_FAMILIES or "/" not in key or key.endswith("/unreliable"):
+            continue
+        panel = _LAYER_OR_HEAD.sub("", key)
+        families.setdefault(family, {}).setdefault(panel, []).append(key)
+    return families
+
+
+def plot_signal_families(data: RunData, run_dir: Path) -> list[str]:
+    """One PNG per other measure family (spectral edge, commutators, curvature, LLC, ...): a small panel per
+    quantity, the emergence event as a red line, and each judged signal's onset as a black diamond, so a
+    reader sees which signals moved before the behaviour did. Returns the file names."""
+    onsets = {v.get("signal"): finite_number(v.get("onset_step")) for v in data.verdicts if v.get("kind", "signal") == "signal"}
+    events = data.analysis_list("events")
+    names = []
+    for family, panels in signal_panels(data.journal.metric_keys()).items():
+        shown = list(panels.items())[:MAX_SIGNAL_PANELS]
+        columns = min(3, len(shown))
+        rows = math.ceil(len(shown) / columns)
+        fig = Figure(figsize=(4.2 * columns, 2.9 * rows + 0.6), layout="constrained")
+        axes = fig.subplots(rows, columns, squeeze=False).ravel()  # not shared: a panel above an empty slot keeps its ticks
+        for ax, (panel, keys) in zip(axes, shown, strict=False):
+            for key in keys:
+                label = key.removeprefix(panel).strip("/") or None
+                steps, values = _plot_series(ax, data.journal, key, label if len(keys) > 1 else None, linewidth=1)
+                onset = onsets.get(key)
+                y = _value_at(steps, values, onset) if onset is not None else None
+                if y is not None:
+                    ax.plot([onset], [y], marker="D", color="black", markersize=6, zorder=5)
+            _mark_events(ax, events, with_labels=False)
+            if _spans_decades(data.journal, keys):
+                ax.set_yscale("log")
+            ax.set_title(panel.removeprefix(family + "/"), fontsize="medium")
+            ax.grid(alpha=0.3)
+            if len(keys) > 1:
+                ax.legend(fontsize="x-small", loc="best", ncols=2 if len(keys) > 4 else 1)
+            _step_axis(ax, data.journal)
+        for index, ax in enumerate(axes):
+            if index >= len(shown):
+                ax.set_visible(False)
+            elif index + columns < len(shown):
+                ax.set_xlabel("")  # a panel below says "step" for this column
+        hidden = len(panels) - len(shown)
+        note = f" ({hidden} more quantities in the journal)" if hidden > 0 else ""
+        fig.suptitle(f"{family}: onsets (black diamonds) against the emergence event (red){note}")
+        names.append(_save(fig, run_dir / plot_filename(f"signals/{family}")))
+    return names
+
+
 def geometry_families(keys: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
     """``geometry/rankme/resid_post/L3`` -> ``{"geometry/rankme/resid_post": [(3, key), ...]}``.
 

@@ -19,6 +19,7 @@ from emergence.reports.plots import (
     plot_behavior,
     plot_geometry_families,
     plot_probes,
+    plot_signal_families,
 )
 from emergence.reports.run_data import RunData, load_run_data
 from emergence.rundir import REPORT_FILE, SPEC_FILE
@@ -49,7 +50,7 @@ def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     data = load_run_data(run_dir)
     behavior_plot = plot_behavior(data, run_dir / BEHAVIOR_PLOT)
-    plots = ([behavior_plot] if behavior_plot else []) + plot_geometry_families(data, run_dir) + plot_probes(data, run_dir)
+    plots = ([behavior_plot] if behavior_plot else []) + plot_geometry_families(data, run_dir) + plot_signal_families(data, run_dir) + plot_probes(data, run_dir)
     jacobian = read_jacobian(run_dir)
     if jacobian is not None:  # a training-Jacobian study: its figures lead the plots
         plots = plot_jacobian(jacobian, run_dir) + plots

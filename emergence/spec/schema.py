@@ -233,11 +233,21 @@ AnyModelSpec = Annotated[
 
 
 class OptimizerSpec(Strict):
-    name: Literal["adamw", "sgd"] = "adamw"
-    lr: PositiveFloat = 1e-3
+    name: Literal["adamw", "sgd", "muon"] = Field(
+        "adamw", description="muon: torch.optim.Muon for the hidden 2-D matrices, AdamW (betas) for embeddings, unembedding, biases and norms"
+    )
+    lr: PositiveFloat = Field(1e-3, description="muon: one rate for both parts (Muon's is scaled to match AdamW's update RMS)")
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = Field(0.0, ge=0, lt=1, description="sgd only")
+    momentum: float = Field(0.0, ge=0, lt=1, description="sgd (default 0) and muon (default 0.95, Nesterov) only")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _muon_momentum(cls, data: Any) -> Any:
+        # Muon without momentum is a different optimizer; its usual 0.95 is the default where none is given.
+        if isinstance(data, dict) and data.get("name") == "muon" and "momentum" not in data:
+            return data | {"momentum": 0.95}
+        return data
 
 
 class LRScheduleSpec(Strict):

@@ -91,7 +91,7 @@ class Trainer:
         self.tokens = train.tokens.to(device)
         self.target_mask = train.target_mask.to(device)
         self.order = BatchOrder(len(train), spec.batch_size, seed)
-        self.optimizer = build_optimizer(spec.optimizer, list(model.parameters()))
+        self.optimizer = build_optimizer(spec.optimizer, list(model.parameters()), model)
         self.scheduler = build_scheduler(spec.lr_schedule, self.optimizer, spec.steps)
         self.step = 0
 
