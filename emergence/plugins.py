@@ -24,7 +24,14 @@ if TYPE_CHECKING:
         record_failure,
         run_in_worker,
     )
-    from emergence.measures.base import Cost, Measure, MeasureContext, MeasureOptions, MeasureSetup
+    from emergence.measures.base import (
+        Cost,
+        Measure,
+        MeasureContext,
+        MeasureOptions,
+        MeasureSetup,
+        SavedWeights,
+    )
     from emergence.registry import Registry, UnknownNameError, executors, measures, tasks, trackers
     from emergence.rundir import RunOutcome, run_directory
     from emergence.spec.grid import RunSpec
@@ -55,6 +62,7 @@ _PUBLIC = {
     "MeasureOptions": "emergence.measures.base",
     "MeasureSetup": "emergence.measures.base",
     "MeasureContext": "emergence.measures.base",
+    "SavedWeights": "emergence.measures.base",
     "Cost": "emergence.measures.base",
     "CaptureRequest": "emergence.capture",
     "Site": "emergence.capture",
@@ -90,7 +98,7 @@ _PUBLIC = {
 __all__ = [
     "EOS", "PAD", "RUN_RECORD_FIELDS", "CaptureRequest", "Cost", "Example", "ExecutionSpec", "Executor", "ExecutorUnavailable",
     "ForgetsRuns", "Measure", "MeasureContext", "MeasureOptions", "MeasureSetup", "Position", "ProgressSink",
-    "Registry", "RunMessage", "RunOutcome", "RunReader", "RunSpec", "Site", "Split", "SweepParent", "SweepSummary",
+    "Registry", "RunMessage", "RunOutcome", "RunReader", "RunSpec", "SavedWeights", "Site", "Split", "SweepParent", "SweepSummary",
     "Task", "TaskData", "TaskInputError", "Tracker", "UnknownNameError", "Vocab", "executors", "measures",
     "record_failure", "run_directory", "run_in_worker", "sanitize_key", "tasks", "trackers",
 ]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from emergence.analysis import analyze, measure_onset_rules, write_analysis
-from emergence.measures.base import Measure, MeasureContext
+from emergence.measures.base import Measure, MeasureContext, SavedWeights
 from emergence.record import Journal
 from emergence.rundir import SPEC_FILE, RunOutcome, run_directory, write_status
 from emergence.spec.grid import RunSpec
@@ -99,6 +99,30 @@ class RunRecorder:
                 values[f"cost/{measure.name}"] = time.perf_counter() - started
             tables = context.tables
         return self.record(step, values, tables)
+
+    def after_run(self, measures: Sequence[Measure], saved: SavedWeights) -> None:
+        """Each measure's values from the finished run's saved weights (``Measure.after_run``), recorded at their
+        steps, then its tables; called before the analysis, so they are judged like any measured value. A
+        measure that fails is logged and skipped, as at a measurement step; ``cost/<measure>/after_run``, at the
+        last step, is how long it took."""
+        for measure in measures:
+            started = time.perf_counter()
+            saved.tables.clear()
+            try:
+                by_step = measure.after_run(saved)
+            except Exception as error:  # noqa: BLE001 - a measure failure is never a run failure
+                log.warning("measure %s failed after the run: %s", measure.name, error)
+                self.journal.append_event("measure_failed", step=max(saved.steps, default=0), measure=measure.name, error=repr(error))
+                continue
+            if not by_step and not saved.tables:
+                continue
+            for step in sorted(by_step):
+                self.record(step, by_step[step])
+            for name, (columns, rows) in saved.tables.items():
+                self.journal.append_table(name, columns, rows)
+                self.trackers.log_table(name, columns, rows)
+            last = max([*by_step, *saved.steps], default=0)
+            self.record(last, {f"cost/{measure.name}/after_run": time.perf_counter() - started})
 
     def record(
         self, step: int, values: Mapping[str, float], tables: Mapping[str, tuple[list[str], list[list[Any]]]] | None = None

@@ -6,6 +6,7 @@ The run directory is the durable truth. A rerun of the same resolved spec finds 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import math
@@ -18,7 +19,7 @@ import torch
 
 from emergence import registry
 from emergence.capture import CaptureRequest, capture
-from emergence.measures import Measure, MeasureSetup
+from emergence.measures import Measure, MeasureSetup, SavedWeights
 from emergence.measures.behavior import behavior_values
 from emergence.measures.builtin import IMPLEMENTATION_MODULES
 from emergence.models import build_model, count_parameters, resolve_device
@@ -42,6 +43,7 @@ from emergence.train import (
     load_checkpoint,
     save_checkpoint,
 )
+from emergence.train.checkpoint import list_checkpoints
 from emergence.version import __version__
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,8 @@ class Run:
         self.trainer = Trainer(self.model, self.task.train, spec.training, spec.seed, self.device)
         # Training-set behaviour only shows over- or under-fitting; a fixed slice of it is enough.
         self.train_eval = self.task.train.subset(torch.arange(min(len(self.task.train), TRAIN_EVAL_SIZE)))
-        setup = measure_setup(spec, self.task, self.device)
-        self.measures = build_measures(self.run_spec, setup)
+        self.setup = measure_setup(spec, self.task, self.device)
+        self.measures = build_measures(self.run_spec, self.setup)
         self.schedule = MeasurementSchedule(spec.schedule.every, spec.schedule.log_spaced_until, spec.training.steps)
 
     def _resume_or_start(self) -> bool:
@@ -177,6 +179,30 @@ class Run:
         if self.trainer.step % spec.training.checkpoint_every:
             self._checkpoint()
 
+    def _saved_weights(self) -> SavedWeights:
+        """The weights a measure may read once training is over (``Measure.after_run``): step 0, rebuilt from the
+        seed as the run built it, and every checkpoint, loaded one at a time into one spare model."""
+        checkpoints = dict(list_checkpoints(self.run_dir / CHECKPOINT_DIR))
+        initial_model = self.setup.initial_model
+        assert initial_model is not None  # measure_setup always gives one
+
+        @functools.cache  # built on the first load only: most runs have no measure that loads weights
+        def spare() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+            model = initial_model()
+            return model, {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+        def load(step: int) -> torch.nn.Module:
+            model, initial = spare()
+            if step in checkpoints:
+                model.load_state_dict(load_checkpoint(checkpoints[step], self.device)["model"])
+            elif step == 0:
+                model.load_state_dict(initial)
+            else:
+                raise KeyError(f"no saved weights at step {step}; saved: {sorted(checkpoints)}")
+            return model.eval()
+
+        return SavedWeights(sorted({0, *checkpoints}), load)
+
     # -- the end -------------------------------------------------------------------------------
 
     def _finish(
@@ -206,6 +232,7 @@ class Run:
         self.recorder.start_trackers(str(self.device), count_parameters(self.model))
         try:
             self._train(resumed)
+            self.recorder.after_run([m for m, _ in self.measures], self._saved_weights())
         except TrainingDiverged as error:
             reason = f"diverged: {error}"
             self.journal.append_event("failed", step=error.step, reason=reason)

@@ -39,6 +39,12 @@ class MeasureOptions(BaseModel):
         first; a key no rule claims gets the change-point rule. Options may carry a user's choice of rule."""
         return ()
 
+    def check_spec(self, spec: Any) -> None:
+        """Raise ``ValueError`` saying why this measure cannot run on ``spec`` (the validated ``Spec``: its task,
+        model, training), so a spec that could never give its numbers fails at validation (exit status 2), not
+        midway through a run. Called without torch; most measures run on anything and accept every spec."""
+        del spec
+
 
 @dataclass(frozen=True)
 class MeasureDeclaration:
@@ -96,6 +102,19 @@ class MeasureContext:
     extras: dict[str, Any] = field(default_factory=dict)
     # Tables a measure wants kept beside its numbers (the LLC's SGLD loss traces): name -> (columns, rows).
     # The run writes each to the journal for this step and hands it to the trackers.
+    tables: dict[str, tuple[list[str], list[list[Any]]]] = field(default_factory=dict)
+
+
+@dataclass
+class SavedWeights:
+    """What a measure may read once a trained run is over (``Measure.after_run``): the steps whose weights can be
+    loaded, in increasing order (the initial weights, step 0, rebuilt from the seed, then every checkpoint), and
+    a loader. ``load(step)`` returns one model with that step's weights in evaluation mode; every call reloads
+    the same module, so only one step is in memory at a time and a model returned earlier changes with it."""
+
+    steps: list[int]
+    load: Callable[[int], torch.nn.Module]
+    # Tables a measure wants kept beside its numbers, as in MeasureContext; the run writes them without a step.
     tables: dict[str, tuple[list[str], list[list[Any]]]] = field(default_factory=dict)
 
 
@@ -157,6 +176,16 @@ class Measure(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned, when a run resumes from a checkpoint."""
         del state  # stateless by default
+
+    def after_run(self, saved: SavedWeights) -> dict[int, dict[str, float]]:
+        """Values that need the whole run, computed once training is over from its saved weights (restricted and
+        excluded loss read key frequencies off the final model, then every checkpoint): ``{step: {key: value}}``.
+
+        A trained run records them at those steps, in the journal and the trackers like any measured value,
+        before the analysis reads the journal; a failure is logged as ``measure_failed`` and never fails the
+        run. A checkpoint series and a Monitor do not call it. Most measures have nothing to add: ``{}``."""
+        del saved
+        return {}
 
     @abstractmethod
     def compute(self, context: MeasureContext) -> dict[str, float]:

@@ -9,7 +9,7 @@ measure needs none of this: its class carries the same attributes itself (see ``
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
@@ -22,6 +22,7 @@ from emergence.measures.onset_rules import (
     PeakRule,
     ProbeRule,
     RecoveryRule,
+    SigmaRule,
 )
 
 # -- options, one model per family ------------------------------------------------------------------
@@ -179,6 +180,79 @@ class QKCommutatorOptions(MeasureOptions):
         return (("commutator/qk/", self.onset),)
 
 
+class FourierOptions(MeasureOptions):
+    embed_key_share: float = Field(
+        0.9, gt=0, lt=1, description="online: fourier/embed/n_key counts the fewest frequencies carrying this share of the embedding's energy"
+    )
+    key_share: float = Field(
+        0.999, gt=0, lt=1, description="after the run: key frequencies are the fewest carrying this share of the final logits' "
+        "energy in the cos/sin(w(a+b)) directions (one frequency often holds 99% of it)",
+    )
+    key_frequencies: Annotated[list[PositiveInt], Field(min_length=1)] | None = Field(
+        None, description="after the run: these frequencies (1 .. (p-1)/2) instead of the final model's"
+    )
+    progress_losses: bool = Field(
+        True, description="after the run: restricted and excluded loss at step 0 and every checkpoint (op + or - only)"
+    )
+    per_frequency: bool = Field(False, description="also the embedding's norm at each frequency k, keys fourier/embed/norm/k{k}")
+    onset: OnsetRule = Field(
+        default_factory=SigmaRule,
+        description="how analysis finds the onset of fourier/embed/gini: by default 3 sd above its first 10 measurements, held 2",
+    )
+    excluded_loss_onset: OnsetRule = Field(
+        default_factory=lambda: SigmaRule(baseline_measurements=3),
+        description="the onset of fourier/excluded_loss/*, read at checkpoints: by default 3 sd above the first 3, held 2",
+    )
+
+    def onset_rules(self) -> DeclaredRules:
+        # The embedding's spectrum concentrates as the algorithm forms, so its Gini coefficient rises from the
+        # level of a random embedding; the excluded loss rises as the key frequencies start to carry the fit.
+        # Both start flat. The other keys (counts, restricted loss) get the change-point rule.
+        return (("fourier/embed/gini", self.onset), ("fourier/excluded_loss/", self.excluded_loss_onset))
+
+    def bookkeeping_keys(self) -> tuple[str, ...]:
+        # How many key frequencies were chosen, and the unmodified loss the restricted and excluded losses are
+        # read against (the behaviour loss on the residues alone): references, not signals of their own.
+        return ("fourier/n_key_frequencies", "fourier/loss/")
+
+    @field_validator("key_frequencies")
+    @classmethod
+    def _distinct_frequencies(cls, frequencies: list[int] | None) -> list[int] | None:
+        if frequencies is not None and len(set(frequencies)) != len(frequencies):
+            raise ValueError(f"key_frequencies repeat: {frequencies}")
+        return sorted(frequencies) if frequencies is not None else None
+
+    def check_spec(self, spec: Any) -> None:
+        """Modular arithmetic with tokens and one odd prime p (the Fourier basis of Z_p); + or - for the losses."""
+        from emergence.tasks.base import TaskInputError  # torch-free; here so that `ls` does not pay for it
+        from emergence.tasks.build import resolve_params
+
+        task = spec.task
+        if task.name != "modular_arithmetic":
+            raise ValueError(f"reads the residues' Fourier spectrum and needs task modular_arithmetic; given task {task.name!r}")
+        if task.format != "tokens":
+            raise ValueError("reads the task's own residue tokens; given task.format 'text' (a pretrained tokenizer's)")
+        modular = registry.tasks.get(task.name)()
+        levels = [task.level] if isinstance(task.level, int) else list(task.level)
+        try:
+            resolved = [resolve_params(modular, level, task.params) for level in levels]
+        except TaskInputError:
+            return  # the task section's own error is reported
+        moduli, ops = sorted({int(r["p"]) for r in resolved}), sorted({str(r["op"]) for r in resolved})
+        if len(moduli) > 1:
+            raise ValueError(f"needs one modulus; levels {levels} mix p = {moduli}: set task.params.p")
+        if moduli[0] == 2:
+            raise ValueError("needs an odd prime p; p = 2 has no frequency")
+        if self.progress_losses and set(ops) - {"+", "-"}:
+            raise ValueError(
+                f"restricted and excluded loss read the logits along cos/sin(w(a +- b)), which op {ops} does not use: "
+                "use op '+' or '-', or progress_losses: false"
+            )
+        top = (moduli[0] - 1) // 2
+        if self.key_frequencies is not None and max(self.key_frequencies) > top:
+            raise ValueError(f"key_frequencies {self.key_frequencies}: p = {moduli[0]} has frequencies 1 .. {top}")
+
+
 # -- the built-in measures ------------------------------------------------------------------------
 
 BUILTIN_MEASURES: tuple[MeasureDeclaration, ...] = (
@@ -205,6 +279,10 @@ BUILTIN_MEASURES: tuple[MeasureDeclaration, ...] = (
     MeasureDeclaration(
         "qk_commutator", "emergence.measures.commutators:QKCommutator", QKCommutatorOptions, "cheap", None,
         "||W_Q W_K - W_K W_Q||_F per layer, heads stacked into d_model x d_model matrices",
+    ),
+    MeasureDeclaration(
+        "fourier", "emergence.measures.fourier:FourierModes", FourierOptions, "cheap", None,
+        "modular arithmetic: Fourier sparsity of the residue embedding; restricted and excluded loss after the run",
     ),
     MeasureDeclaration(
         "fisher_rank", "emergence.measures.gradients:FisherRank", GradientOptions, "moderate", 100,

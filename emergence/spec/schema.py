@@ -507,6 +507,13 @@ class Spec(Strict):
                         f"measures.{index}.features",
                         f"measure {measure.name!r} asks for feature(s) {unknown}; task {self.task.name!r} has {list(offered)}",
                     )
+            # What only the measure knows it needs of the task or model (MeasureOptions.check_spec); options
+            # without the method (a plugin's plain pydantic model) accept every spec.
+            options = registry.measures.info(measure.name).Options.model_validate(measure.options())
+            try:
+                getattr(options, "check_spec", lambda spec: None)(self)
+            except ValueError as error:
+                raise FieldError(f"measures.{index}", f"measure {measure.name!r}: {error}") from None
         return self
 
 
