@@ -16,6 +16,7 @@ from emergence import registry
 from emergence.executors import ProgressSink, RunMessage
 from emergence.numbers import as_float
 from emergence.rundir import RunOutcome, completed_outcome, is_completed, run_directory
+from emergence.spec.controls import control_twin
 from emergence.spec.grid import RunSpec
 from emergence.spec.load import SpecError, SpecProblem
 from emergence.spec.schema import CheckpointSeriesSpec
@@ -40,10 +41,12 @@ def execute(runs: Sequence[RunSpec], force: bool = False, progress: ProgressSink
     if not runs:
         return []
     if force:
-        for run in runs:
+        # A forced run trains its null control again too: the reason to force (changed code) applies to both.
+        forced = [*runs, *(twin for run in runs if (twin := control_twin(run)) is not None)]
+        for run in forced:
             shutil.rmtree(run_directory(run), ignore_errors=True)
         for tracker_class, options in _trackers_with(runs, ForgetsRuns):
-            _quietly(tracker_class.forget_runs, options, [r.run_key for r in runs])
+            _quietly(tracker_class.forget_runs, options, [r.run_key for r in forced])
     outcomes: dict[str, RunOutcome] = {}
     for run in runs:
         if is_completed(run_directory(run)):

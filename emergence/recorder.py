@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from emergence.analysis import analyze, measure_onset_rules, write_analysis
+from emergence.analysis import analyze_run, write_analysis
 from emergence.measures.base import Measure, MeasureContext, SavedWeights
 from emergence.record import Journal
 from emergence.rundir import SPEC_FILE, RunOutcome, run_directory, write_status
@@ -140,9 +140,7 @@ class RunRecorder:
     # -- the end -------------------------------------------------------------------------------
 
     def analyze(self, chance: float, level_chance: dict[int, float] | None = None) -> dict[str, Any]:
-        spec = self.run_spec.spec
-        rules = measure_onset_rules(spec.measures)  # each signal's onset by the rule its measure declares
-        analysis = analyze(self.journal.read(), spec.analysis, chance, spec.schedule.every, level_chance, rules)
+        analysis = analyze_run(self.run_dir, self.run_spec.spec, self.journal.read(), chance, level_chance)
         write_analysis(self.run_dir, analysis)
         for table, entries in (("verdicts", analysis["verdicts"]), ("feature_verdicts", analysis["feature_verdicts"])):
             if entries:

@@ -32,6 +32,7 @@ from emergence.rundir import (
     write_status,
 )
 from emergence.schedule import MeasurementSchedule
+from emergence.spec.controls import control_twin
 from emergence.spec.grid import RunSpec
 from emergence.spec.schema import CheckpointSeriesSpec, Spec
 from emergence.tasks import TaskData, build_task
@@ -108,7 +109,8 @@ class Run:
         self.device = resolve_device(spec.training.device)
         t = spec.task
         self.task: TaskData = build_task(
-            t.name, t.level, t.params, t.train_size, t.test_size, t.diagnostic_size, spec.seed, train_features=False
+            t.name, t.level, t.params, t.train_size, t.test_size, t.diagnostic_size, spec.seed, train_features=False,
+            shuffle_answers=t.shuffle_answers,
         )
         self.model = build_model(spec.model, len(self.task.vocab), self.task.seq_len, spec.seed, self.device)
         self.trainer = Trainer(self.model, self.task.train, spec.training, spec.seed, self.device)
@@ -264,4 +266,13 @@ def run_one(run_spec: RunSpec, progress: ProgressCallback | None = None) -> RunO
         from emergence.studies.jacobian_run import run_study  # torch.func and scipy only for the study
 
         return run_study(run_spec)
+    control = control_twin(run_spec)
+    if control is not None:
+        # The control first, in the same worker: the run's analysis then finds it finished, whatever the
+        # executor, and a completed control is read back rather than trained again. Its failure is the
+        # control's (the run's verdicts say specific: null), never the run's.
+        try:
+            Run(control, progress).execute()
+        except Exception:  # noqa: BLE001 - a control that cannot even start leaves the run's specificity unknown
+            log.exception("the control %s of run %s could not run", control.run_key, run_spec.display_name)
     return Run(run_spec, progress).execute()

@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from emergence import registry
 from emergence.record import JournalContents
 from emergence.rundir import resolved_config
+from emergence.spec.controls import CONTROL_OF_TAG, CONTROL_TAG, control_twin, controlled_run_key
 from emergence.spec.grid import RunSpec
 from emergence.version import __version__
 
@@ -252,6 +253,11 @@ class TrackerStart:
             tags["emergence.git_commit"] = commit
         if run_spec.sweep_key:
             tags[SWEEP_TAG] = run_spec.sweep_key
+        # The null control and the run it controls name each other, so a tracker's search finds the pair.
+        if (controlled := controlled_run_key(spec)) is not None:
+            tags[CONTROL_OF_TAG] = controlled
+        elif (twin := control_twin(run_spec)) is not None:
+            tags[CONTROL_TAG] = twin.run_key
         tags.update({k: v for tracking in spec.tracking for k, v in tracking.tags.items()})
         config = resolved_config(run_spec)
         params = flatten({k: v for k, v in config.items() if k not in ("tracking", "execution", "grid")})
@@ -269,6 +275,7 @@ def tracker_summary(analysis: dict[str, Any]) -> dict[str, Any]:
     for v in verdicts:
         counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
     summary.update({f"verdicts/{k}": n for k, n in counts.items()})
+    summary.update(trust_summary(verdicts))
     for v in analysis["feature_verdicts"]:
         # One event per run in the common case; with per-level events the last one wins in the summary.
         prefix = f"feature_verdict/{sanitize_key(v['feature'])}"
@@ -279,6 +286,24 @@ def tracker_summary(analysis: dict[str, Any]) -> dict[str, Any]:
     for family in analysis["top_down"]:
         if family["spearman_rho"] is not None:
             summary[f"top_down_rho/{family['family']}"] = family["spearman_rho"]
+    return summary
+
+
+def trust_summary(verdicts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """How far the verdicts can be trusted, beside their counts: how many are robust over the analysis grid
+    (and the mean share of settings that agree), how many are specific, nonspecific or undecided against the
+    null control, and how many precursors are each. Keys appear only when the analysis decided them."""
+    summary: dict[str, float] = {}
+    precursors = [v for v in verdicts if v.get("verdict") == "precursor"]
+    judged = [v for v in verdicts if v.get("robust") is not None]
+    if judged:
+        summary["robust/verdicts"] = sum(bool(v["robust"]) for v in judged)
+        summary["robust/mean_share"] = sum(float(v["robust_share"]) for v in judged) / len(judged)
+        summary["robust/precursors"] = sum(bool(v.get("robust")) for v in precursors)
+    if any("specific" in v for v in verdicts):
+        for name, value in (("specific", True), ("nonspecific", False), ("undecided", None)):
+            summary[f"specific/{name}"] = sum(v.get("specific") is value for v in verdicts)
+        summary["specific/precursors"] = sum(v.get("specific") is True for v in precursors)
     return summary
 
 

@@ -7,37 +7,23 @@ Because it needs nothing but the journal, it reruns on any finished or interrupt
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from emergence.analysis.collapse import Collapse, collapse_of, top_down
-from emergence.analysis.events import emergence_step, threshold_value
-from emergence.analysis.features import feature_verdicts, probe_onsets
-from emergence.analysis.onsets import (
-    DeclaredRule,
-    builtin_onset_rules,
-    matches,
-    measure_onset_rules,
-    onset_by_rule,
-    onset_inputs,
-    rule_for,
-)
-from emergence.analysis.precursor import lead_in_intervals, verdict_for, xcorr_lag_steps
+from emergence.analysis.collapse import top_down
+from emergence.analysis.control import ControlRun, control_onsets, control_summary, find_control, specificity
+from emergence.analysis.features import feature_verdicts
+from emergence.analysis.judge import Behavior, event_metrics, find_events, find_onsets, lead_of, verdict_at
+from emergence.analysis.onsets import DeclaredRule, builtin_onset_rules, matches, measure_onset_rules
+from emergence.analysis.precursor import xcorr_lag_steps
+from emergence.analysis.robustness import robustness
+from emergence.analysis.signals import builtin_bookkeeping_keys, measure_bookkeeping_keys, signal_keys
 from emergence.record import JournalContents, read_journal
 from emergence.rundir import ANALYSIS_FILE, VERDICTS_FILE, read_run_spec
 from emergence.spec.schema import AnalysisSpec, MonitorSpec, Spec
-
-PER_LAYER_KEY = re.compile(r"^(?P<family>geometry/[^/]+/[^/]+)/L(?P<layer>\d+)$")
-
-
-def event_metrics(journal: JournalContents, metric: str) -> list[str]:
-    """The spec's metric, plus its per-level series when the task mixes difficulty levels."""
-    per_level = sorted(k for k in journal.metric_keys() if k.startswith(metric + "/level_"))
-    return [metric, *per_level]
 
 
 def is_signal(key: str, pattern: str) -> bool:
@@ -48,9 +34,6 @@ def is_signal(key: str, pattern: str) -> bool:
     return matches(key, pattern)
 
 
-LEVEL_SUFFIX = re.compile(r"/level_(?P<level>\d+)$")
-
-
 def analyze(
     journal: JournalContents,
     spec: AnalysisSpec,
@@ -58,83 +41,62 @@ def analyze(
     every: int,
     level_chance: dict[int, float] | None = None,
     onset_rules: Sequence[DeclaredRule] | None = None,
+    bookkeeping: Sequence[str] | None = None,
+    control: ControlRun | None = None,
 ) -> dict[str, Any]:
     """``chance`` is the task's chance exact match over its whole test set; ``level_chance`` per level of a mixture.
-    ``onset_rules``: what the run's measures declare (``measure_onset_rules(spec.measures)``); None = what every
-    built-in measure declares at its default options."""
+    ``onset_rules`` and ``bookkeeping``: what the run's measures declare (``measure_onset_rules(spec.measures)``,
+    ``measure_bookkeeping_keys(spec.measures)``); None = what every built-in measure declares at its default
+    options. ``control``: the run's null control (``find_control``), whose onsets decide ``specific``."""
     rules = builtin_onset_rules() if onset_rules is None else list(onset_rules)
+    bookkeeping = builtin_bookkeeping_keys() if bookkeeping is None else list(bookkeeping)
     journal = journal.analysed()  # without the steps the run excluded (a duplicated checkpoint)
-    events = []
-    for metric in event_metrics(journal, spec.emergence.metric):
-        level = LEVEL_SUFFIX.search(metric)
-        metric_chance = level_chance.get(int(level["level"]), chance) if level and level_chance else chance
-        if spec.emergence.chance is not None:
-            metric_chance = spec.emergence.chance
-        threshold = threshold_value(spec.emergence.threshold, metric_chance)
-        steps, values = journal.series(metric)
-        step = emergence_step(steps, values, threshold, spec.emergence.persistence) if len(steps) else None
-        events.append(
-            {"metric": metric, "step": step, "threshold": threshold, "chance": metric_chance, "persistence": spec.emergence.persistence}
-        )
+    behavior = Behavior.read(journal, spec, chance, level_chance)
+    events = find_events(behavior, spec.emergence.threshold, spec.emergence.persistence)
 
-    collapses: dict[str, Collapse] = {}
-    families: dict[str, list[Collapse]] = {}
-    signals = [k for k in journal.metric_keys() if any(is_signal(k, pattern) for pattern in spec.precursor.signals)]
+    signals = signal_keys(journal.metric_keys(), spec, bookkeeping)
     series = {key: journal.series(key) for key in signals}  # each series() call walks the whole journal
     series = drop_unreliable(series, journal)
-    for key in signals:
-        match = PER_LAYER_KEY.match(key)
-        steps, values = series[key]
-        if len(steps) == 0:
-            continue
-        layer = int(match["layer"]) if match else None
-        result = collapse_of(
-            key, layer, steps, values, spec.collapse.collapse_fraction, spec.collapse.recovery_fraction, spec.collapse.persistence
-        )
-        collapses[key] = result
-        if match:
-            families.setdefault(match["family"], []).append(result)
-
-    probe_onset_by_key = probe_onsets(journal, spec.collapse.persistence)
-    onsets = {}
-    for key in signals:
-        if not len(series[key][0]):
-            continue
-        rule = rule_for(key, rules)
-        inputs = onset_inputs(key, collapses, probe_onset_by_key, spec.precursor.change_point_alpha, spec.collapse.persistence)
-        onsets[key] = (onset_by_rule(rule, *series[key], inputs), rule)
+    found = find_onsets(journal, series, spec, rules, spec.collapse.persistence)
     verdicts = []
     for event in events:
-        behavior_steps, behavior = journal.series(event["metric"])
-        for key, (onset, onset_rule) in onsets.items():
+        behavior_steps, behavior_values = behavior.series[event["metric"]]
+        for key, (onset, onset_rule) in found.onsets.items():
             steps, values = series[key]
-            event_step = event["step"]
-            lead_steps = lead_intervals = None
-            if onset is not None and event_step is not None:
-                lead_steps = event_step - onset
-                lead_intervals = lead_in_intervals(steps, onset, event_step)
+            lead_steps, lead_intervals = lead_of(steps, onset, event["step"])
             verdicts.append(
                 {
                     "kind": "signal",
                     "signal": key,
                     "event_metric": event["metric"],
-                    "event_step": event_step,
+                    "event_step": event["step"],
                     "onset_step": onset,
                     "onset_rule": onset_rule.rule,  # type: ignore[attr-defined]
                     "onset_rule_detail": onset_rule.describe(),
                     "lead_steps": lead_steps,
                     "lead_intervals": lead_intervals,
-                    "verdict": verdict_for(lead_intervals, event_step is not None, spec.precursor.min_lead_intervals),
-                    "xcorr_lag_steps": xcorr_lag_steps(steps, values, behavior_steps, behavior, every) if len(behavior_steps) else None,
+                    "verdict": verdict_at(steps, onset, event["step"], spec.precursor.min_lead_intervals),
+                    "xcorr_lag_steps": xcorr_lag_steps(steps, values, behavior_steps, behavior_values, every) if len(behavior_steps) else None,
                 }
             )
-    return {
+    analysis: dict[str, Any] = {
         "events": events,
-        "collapse": [c.as_dict() for c in collapses.values()],
-        "top_down": [top_down(family, members) for family, members in sorted(families.items())],
+        "signals": list(found.onsets),
+        "collapse": [c.as_dict() for c in found.collapses.values()],
+        "top_down": [top_down(family, members) for family, members in sorted(found.families.items())],
         "verdicts": verdicts,
         "feature_verdicts": feature_verdicts(journal, events, spec.collapse.persistence),
     }
+    if spec.robustness is not None:
+        grid = robustness(journal, series, behavior, spec, rules, verdicts)
+        for verdict, row in zip(verdicts, grid["rows"], strict=True):
+            verdict["robust"], verdict["robust_share"] = row["robust"], row["share"]
+        analysis["robustness"] = grid
+    if control is not None:
+        onsets = control_onsets(control.journal, list(found.onsets), spec, rules) if control.journal is not None else None
+        specificity(verdicts, series, onsets, spec.precursor.min_lead_intervals)
+        analysis["control"] = control_summary(control, spec, chance, level_chance)
+    return analysis
 
 
 def drop_unreliable(series: dict[str, tuple[Any, Any]], journal: JournalContents) -> dict[str, tuple[Any, Any]]:
@@ -178,14 +140,27 @@ def chance_of(spec: Spec | MonitorSpec) -> tuple[float, dict[int, float]]:
     return sum(per_level.values()) / len(per_level), per_level
 
 
+def analyze_run(
+    run_dir: Path, spec: Spec | MonitorSpec, journal: JournalContents, chance: float, level_chance: dict[int, float] | None = None
+) -> dict[str, Any]:
+    """Analyse the run in ``run_dir`` as its spec says: the onset rules and bookkeeping its measures declare,
+    and its null control (beside it) when the spec asks for one."""
+    rules = measure_onset_rules(spec.measures)  # each signal's onset by the rule its measure declares
+    bookkeeping = measure_bookkeeping_keys(spec.measures)
+    control = find_control(run_dir, spec)
+    return analyze(journal, spec.analysis, chance, spec.schedule.every, level_chance, rules, bookkeeping, control)
+
+
 def reanalyze(run_dir: Path) -> dict[str, Any]:
     """Analyse a finished or interrupted run again from its journal and resolved spec; rewrite its files."""
     spec = read_run_spec(run_dir).spec
     chance, level_chance = chance_of(spec)
-    rules = measure_onset_rules(spec.measures)
-    analysis = analyze(read_journal(run_dir), spec.analysis, chance, spec.schedule.every, level_chance, rules)
+    analysis = analyze_run(run_dir, spec, read_journal(run_dir), chance, level_chance)
     write_analysis(run_dir, analysis)
     return analysis
 
 
-__all__ = ["analyze", "chance_of", "is_signal", "measure_onset_rules", "reanalyze", "write_analysis"]
+__all__ = [
+    "analyze", "analyze_run", "chance_of", "event_metrics", "is_signal", "measure_bookkeeping_keys", "measure_onset_rules",
+    "reanalyze", "write_analysis",
+]

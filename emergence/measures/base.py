@@ -39,6 +39,12 @@ class MeasureOptions(BaseModel):
         first; a key no rule claims gets the change-point rule. Options may carry a user's choice of rule."""
         return ()
 
+    def bookkeeping_keys(self) -> tuple[str, ...]:
+        """Patterns (as ``analysis.precursor.signals`` takes them) of this measure's keys that describe its own
+        estimate rather than the model (iterations, residuals, standard errors, per-chain traces): analysis
+        gives them no verdict unless a spec lists them. Every other key a measure writes is a signal."""
+        return ()
+
     def check_spec(self, spec: Any) -> None:
         """Raise ``ValueError`` saying why this measure cannot run on ``spec`` (the validated ``Spec``: its task,
         model, training), so a spec that could never give its numbers fails at validation (exit status 2), not

@@ -63,6 +63,9 @@ class SpectralEdgeOptions(MeasureOptions):
         # METHODS.md: the gap ratio's onset is its peak; the other statistics get the change-point rule.
         return (("spectral/gap_ratio*", PeakRule()),)
 
+    def bookkeeping_keys(self) -> tuple[str, ...]:
+        return ("spectral/adiabatic_band",)  # a banding of spectral/adiabatic, which is judged itself
+
     @model_validator(mode="after")
     def _ordered(self) -> SpectralEdgeOptions:
         if self.adiabatic_transition_at >= self.adiabatic_unstable_at:
@@ -76,6 +79,9 @@ class GradientOptions(MeasureOptions):
     n_examples: PositiveInt | None = Field(None, description="diagnostic examples used; null = all of them")
     chunk_size: PositiveInt = Field(32, description="examples per vmap call: bounds activation memory")
 
+    def bookkeeping_keys(self) -> tuple[str, ...]:
+        return ("gradient/*/trace",)  # the Gram's scale, logged beside the rank it normalises away
+
 
 class GradCovOptions(GradientOptions):
     parameters: Literal["first"] | list[str] = Field(
@@ -83,12 +89,18 @@ class GradCovOptions(GradientOptions):
     )
     max_parameters: PositiveInt | None = Field(50_000, description="at most this many scalars, in order; null = no cap")
 
+    def bookkeeping_keys(self) -> tuple[str, ...]:
+        return (*super().bookkeeping_keys(), "gradient/*/n_parameters")
+
 
 class CurvatureOptions(MeasureOptions):
     batch_size: int = Field(256, gt=0, description="training examples in the fixed batch (all of them if fewer)")
     parameters: Literal["all"] | Annotated[list[str], Field(min_length=1)] = Field(
         "all", description="'all' or parameter-name prefixes, matched at '.' boundaries against any alias name"
     )
+
+    def bookkeeping_keys(self) -> tuple[str, ...]:
+        return ("curvature/*/iterations", "curvature/*/residual", "curvature/*/standard_error", "curvature/*/n_probes")
 
 
 class HessianTopOptions(CurvatureOptions):
@@ -118,6 +130,9 @@ class ProbeOptions(MeasureOptions):
     def onset_rules(self) -> DeclaredRules:
         return (("probe/*/accuracy", ProbeRule()),)
 
+    def bookkeeping_keys(self) -> tuple[str, ...]:
+        return ("probe/*/se", "probe/*/best_layer", "probe/*/baseline")
+
 
 class AblationOptions(ProbeOptions):
     features: list[str] = Field(..., min_length=1, description="binary feature families (carry, queue) or components to ablate")  # type: ignore[assignment]
@@ -132,6 +147,10 @@ class AblationOptions(ProbeOptions):
         if len(set(features)) != len(features):
             raise ValueError(f"features repeat: {features}")
         return features
+
+    def bookkeeping_keys(self) -> tuple[str, ...]:
+        # Exact match under ablation is behaviour, usually read once at the end: no series to have an onset.
+        return (*super().bookkeeping_keys(), "ablation/")
 
 
 class LLCOptions(MeasureOptions):
@@ -148,6 +167,9 @@ class LLCOptions(MeasureOptions):
     rise_tolerance: float = Field(
         0.1, ge=0, description="unreliable when the loss climbs more than this fraction of the excess loss after burn-in"
     )
+
+    def bookkeeping_keys(self) -> tuple[str, ...]:
+        return ("llc/std", "llc/unreliable", "llc/rise", "llc/init_loss", "llc/nbeta", "llc/chain_*")
 
 
 class CommutatorDefectOptions(MeasureOptions):

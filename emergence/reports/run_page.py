@@ -21,6 +21,7 @@ from emergence.reports.plots import (
     plot_probes,
     plot_signal_families,
 )
+from emergence.reports.robustness_plot import plot_robustness
 from emergence.reports.run_data import RunData, load_run_data
 from emergence.rundir import REPORT_FILE, SPEC_FILE
 
@@ -32,6 +33,10 @@ VERDICT_COLUMNS = (
     "lead_steps",
     "lead_intervals",
     "verdict",
+    "robust",
+    "robust_share",
+    "specific",
+    "control_onset_step",
     "xcorr_lag_steps",
 )
 FEATURE_COLUMNS = (
@@ -51,15 +56,20 @@ def write_report(run_dir: Path) -> Path:
     data = load_run_data(run_dir)
     behavior_plot = plot_behavior(data, run_dir / BEHAVIOR_PLOT)
     plots = ([behavior_plot] if behavior_plot else []) + plot_geometry_families(data, run_dir) + plot_signal_families(data, run_dir) + plot_probes(data, run_dir)
+    for stale in run_dir.glob("robustness*.png"):  # a grid drawn again with fewer rows needs fewer figures
+        stale.unlink()
+    robustness_plots = plot_robustness((data.analysis or {}).get("robustness"), run_dir)
     jacobian = read_jacobian(run_dir)
     if jacobian is not None:  # a training-Jacobian study: its figures lead the plots
         plots = plot_jacobian(jacobian, run_dir) + plots
-    return replace_file(run_dir / REPORT_FILE, render_html(data, plots, jacobian))
+    return replace_file(run_dir / REPORT_FILE, render_html(data, plots, jacobian, robustness_plots))
 
 
 # --- HTML ----------------------------------------------------------------------------------------
 
-def render_html(data: RunData, plots: Sequence[str], jacobian: Mapping[str, Any] | None = None) -> str:
+def render_html(
+    data: RunData, plots: Sequence[str], jacobian: Mapping[str, Any] | None = None, robustness_plots: Sequence[str] = ()
+) -> str:
     state = (data.status or {}).get("state") or "unknown"
     title = f"{data.spec_name} / {data.run_key}"
     sections = [
@@ -68,6 +78,7 @@ def render_html(data: RunData, plots: Sequence[str], jacobian: Mapping[str, Any]
         *([section("Training Jacobian", jacobian_section(jacobian))] if jacobian is not None else []),
         *([section("Checkpoint integrity", _integrity_table(data))] if _checkpoint_events(data) else []),
         section("Precursor verdicts", _verdict_table(data)),
+        *([section("Robustness over analysis settings", _robustness_section(data, robustness_plots))] if robustness_plots else []),
         *([section("Quiet features", _feature_table(data))] if data.feature_verdicts else []),
         section("Collapse", _collapse_table(data)),
         section("Plots", _plots(plots)),
@@ -120,6 +131,9 @@ def _summary(data: RunData) -> str:
             "No emergence events."
         ]
         items += [_top_down_summary(entry) for entry in data.analysis_list("top_down")]
+        control = (data.analysis or {}).get("control")
+        if isinstance(control, Mapping):
+            items.append(_control_summary(control))
     if data.verdicts:
         counts = Counter(str(v.get("verdict")) for v in data.verdicts)
         items.append("Verdicts: " + ", ".join(f"{name} {n}" for name, n in counts.most_common()))
@@ -134,6 +148,21 @@ def _event_summary(event: Mapping[str, Any]) -> str:
         f"Emergence ({metric}): step {fmt(event.get('step'))} "
         f"(threshold {fmt(event.get('threshold'))}, chance {fmt(event.get('chance'))}, "
         f"held for {fmt(event.get('persistence'))} measurements)."
+    )
+
+
+def _control_summary(control: Mapping[str, Any]) -> str:
+    events = [e for e in control.get("events") or [] if isinstance(e, Mapping)]
+    emerged = [f"{e.get('metric')} at step {e.get('step')}" for e in events if e.get("step") is not None]
+    if control.get("state") != "completed":
+        outcome = "no onsets to compare, so every verdict's specific is undecided"
+    elif emerged:
+        outcome = f"it emerged ({', '.join(emerged)}): the control learnt something, so read specific with care"
+    else:
+        outcome = f"final test exact match {fmt(control.get('final_metric'))}, no emergence, as it should"
+    return (
+        f"Null control ({control.get('kind')}): run {control.get('run_key')}, {control.get('state')}; {outcome}. "
+        "specific = no: the control shows the same onset within the precursor margin."
     )
 
 
@@ -182,6 +211,22 @@ def _verdict_table(data: RunData) -> str:
         return "<p>No verdicts.</p>"
     shown = columns(VERDICT_COLUMNS, data.verdicts)
     return table(shown, data.verdicts, cell_class=_verdict_cell_class)
+
+
+def _robustness_section(data: RunData, plots: Sequence[str]) -> str:
+    grid = (data.analysis or {}).get("robustness") or {}
+    plain = grid.get("plain") or {}
+    settings = grid.get("settings") or []
+    values = {key: sorted({s.get(key) for s in settings}) for key in ("threshold", "persistence", "margin")}
+    intro = (
+        f"<p>Every verdict decided again at each of {len(settings)} settings: emergence threshold "
+        f"{esc(fmt(values['threshold']))} (of the way from chance), persistence {esc(fmt(values['persistence']))} "
+        f"(measurements an event and an onset must hold), precursor margin {esc(fmt(values['margin']))} (intervals). "
+        f"The run's own setting (threshold {esc(fmt(plain.get('threshold')))}, persistence {esc(fmt(plain.get('persistence')))}, "
+        f"margin {esc(fmt(plain.get('margin')))}) is outlined. <code>robust</code>: every setting gives the run's verdict; "
+        "<code>robust_share</code>: the share that does.</p>"
+    )
+    return intro + _plots(plots)
 
 
 def _feature_table(data: RunData) -> str:

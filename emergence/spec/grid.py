@@ -24,7 +24,10 @@ class RunSpec:
     @property
     def display_name(self) -> str:
         suffix = ",".join(f"{k}={v}" for k, v in self.grid_point.items())
-        return f"{self.spec.name}[{suffix}]" if suffix else self.spec.name
+        name = f"{self.spec.name}[{suffix}]" if suffix else self.spec.name
+        task = getattr(self.spec, "task", None)  # a monitored run has none
+        # A shuffled-label run shares its twin's name and grid point; trackers must tell the two apart.
+        return f"{name}:shuffled" if task is not None and task.shuffle_answers else name
 
 
 def expand(raw: dict[str, Any], source: str) -> list[RunSpec]:

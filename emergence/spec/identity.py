@@ -20,8 +20,17 @@ def canonical_form(spec: Spec | BaseModel) -> str:
     if getattr(spec, "jacobian", None) is None:
         excluded["jacobian"] = True  # added later: specs without the study keep the run keys they had
     task = getattr(spec, "task", None)
-    if task is not None and task.format == "tokens":
-        excluded["task"] = {"format", "shots", "scoring"}  # likewise for a task not rendered as text
+    if task is not None:
+        # A difficulty class is only the label a sweep groups by; the same training under another label is the same run.
+        task_excluded = {"difficulty"}
+        if task.format == "tokens":
+            task_excluded |= {"format", "shots", "scoring"}  # likewise for a task not rendered as text
+        if not task.shuffle_answers:
+            task_excluded.add("shuffle_answers")  # added later: runs on the real answers keep their form
+        excluded["task"] = task_excluded
+    analysis = getattr(spec, "analysis", None)
+    if analysis is not None and analysis.control is None:
+        excluded["analysis"] = {"control"}
     resolved = spec.model_dump(mode="json", exclude=excluded)
     return json.dumps(resolved, sort_keys=True, separators=(",", ":"))
 

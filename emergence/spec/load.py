@@ -231,7 +231,8 @@ def _describe(error: dict[str, Any], schema: type[BaseModel]) -> list[SpecProble
         return [_problem(loc + tuple(sub["loc"]), sub, inner.allowed_fields) for sub in inner.errors]
     if kind == "value_error" and isinstance(context.get("error"), FieldError):
         inner_error = context["error"]
-        return [SpecProblem(dotted(loc + tuple(inner_error.path.split("."))), str(inner_error))]
+        given = NOT_GIVEN if inner_error.given is None else inner_error.given
+        return [SpecProblem(dotted(loc + tuple(inner_error.path.split("."))), str(inner_error), given, inner_error.allowed)]
     allowed = sorted({name for parent in parents for name in parent.model_fields})
     return [_problem(loc, error, allowed)]
 

@@ -39,10 +39,13 @@ class MeasureOptionsError(ValueError):
 
 
 class FieldError(ValueError):
-    """A cross-field problem found by a model validator, pinned to the field a user should change."""
+    """A cross-field problem found by a model validator, pinned to the field a user should change; ``given``
+    and ``allowed``, when known, reach the ``SpecProblem`` for programs that read them."""
 
-    def __init__(self, path: str, message: str) -> None:
+    def __init__(self, path: str, message: str, given: Any = None, allowed: tuple[str, ...] | None = None) -> None:
         self.path = path
+        self.given = given
+        self.allowed = allowed
         super().__init__(message)
 
 
@@ -77,6 +80,14 @@ class TaskSpec(Strict):
     shots: NonNegativeInt = Field(0, description="text: solved examples before each question (few-shot)")
     scoring: Literal["exact", "choice"] = Field(
         "exact", description="text: exact = greedy exact match of the continuation; choice = the most likely of the task's answer set"
+    )
+    # The null control (analysis.control) is this run with shuffle_answers: true; only the training split is
+    # shuffled, so the test set still asks the real question and its exact match must stay at chance.
+    shuffle_answers: bool = Field(
+        False, description="permute the training answers across examples (inputs kept): the shuffled-label control's task"
+    )
+    difficulty: str | None = Field(
+        None, description="the difficulty class a sweep groups this run under (easy, hard ...); null = the level (L1, L2 ...)"
     )
 
     @field_validator("name")
@@ -318,16 +329,42 @@ class CollapseSpec(Strict):
 
 class PrecursorSpec(Strict):
     min_lead_intervals: PositiveFloat = Field(2, description="precursor when the lead is at least this many measurement intervals")
-    signals: list[str] = Field(default_factory=lambda: ["geometry/"], description="metric keys judged as signals: a prefix ending in /, a glob (gradient/*_rank) or an exact key")
+    signals: list[str] | None = Field(
+        None,
+        description="metric keys judged as signals: a prefix ending in /, a glob (gradient/*_rank) or an exact key; "
+        "null = every measured key but behaviour (behavior/, the emergence metric), train/, cost/ and what measures "
+        "declare as bookkeeping about their own estimates",
+    )
     change_point_alpha: float = Field(
         0.05, gt=0, lt=1, description="onset of a signal without collapse and recovery: its Pettitt change point, when significant at this level"
     )
+
+
+class RobustnessSpec(Strict):
+    """The grid of analysis settings every verdict is decided again over (analysis/robustness.py)."""
+
+    thresholds: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [0.3, 0.5, 0.7, 0.9], description="emergence thresholds, as fractions of the way from chance to 1.0"
+    )
+    persistence: Annotated[list[PositiveInt], Field(min_length=1)] = Field(
+        default_factory=lambda: [2, 3, 5], description="measurements an event and an onset must hold (emergence and collapse persistence)"
+    )
+    margins: Annotated[list[PositiveFloat], Field(min_length=1)] = Field(
+        default_factory=lambda: [1.0, 2.0, 3.0], description="precursor margins: the least lead, in measurement intervals"
+    )
+
+
+CONTROL_KINDS = ("shuffled_labels",)
 
 
 class AnalysisSpec(Strict):
     emergence: EmergenceSpec = EmergenceSpec()
     collapse: CollapseSpec = CollapseSpec()
     precursor: PrecursorSpec = PrecursorSpec()
+    robustness: RobustnessSpec | None = Field(RobustnessSpec(), description="null = no robustness grid")
+    control: Literal["shuffled_labels"] | None = Field(
+        None, description="shuffled_labels: also train a twin on permuted training answers, and flag onsets it shares as nonspecific"
+    )
 
 
 class TrackingSpec(Strict):
@@ -479,6 +516,35 @@ class Spec(Strict):
         return self
 
     @model_validator(mode="after")
+    def _control_can_be_made(self) -> Spec:
+        """A shuffled-label control needs a model that ``emergence run`` trains, and a task with more than one
+        possible answer: with one (chance exact match 1), permuting answers changes nothing and the "control"
+        would be the run itself, so every onset would count as nonspecific."""
+        if self.analysis.control is None:
+            return self
+        given, allowed = self.analysis.control, ("null", *CONTROL_KINDS)
+        if isinstance(self.model, CheckpointSeriesSpec) or self.jacobian is not None or isinstance(self.model, MLPModelSpec):
+            what = "a checkpoint series" if isinstance(self.model, CheckpointSeriesSpec) else "the training-Jacobian study or an MLP"
+            raise FieldError(
+                "analysis.control", f"given {given!r}, but {what} has no measured training for a control twin to repeat; allowed: null",
+                given, ("null",),
+            )
+        from emergence.tasks.build import resolve_params
+
+        task = registry.tasks.get(self.task.name)()
+        for level in [self.task.level] if isinstance(self.task.level, int) else self.task.level:
+            params = resolve_params(task, level, self.task.params)
+            if task.chance_exact_match(params) >= 1.0:
+                raise FieldError(
+                    "analysis.control",
+                    f"given {given!r}, but task {self.task.name!r} at level {level} ({params}) has one possible answer "
+                    "(chance exact match 1), so permuting its answers changes nothing; allowed: null, or a task "
+                    "and level with more than one possible answer",
+                    given, allowed,
+                )
+        return self
+
+    @model_validator(mode="after")
     def _consistent(self) -> Spec:
         names = [m.name for m in self.measures]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -538,6 +604,13 @@ class MonitorSpec(Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise FieldError("measures", f"measure(s) listed twice: {', '.join(duplicates)}")
+        if self.analysis.control is not None:
+            raise FieldError(
+                "analysis.control",
+                f"given {self.analysis.control!r}, but a monitored run is trained by its user's loop, which emergence "
+                "cannot repeat on shuffled answers; allowed: null (train a shuffled-label twin yourself to compare)",
+                self.analysis.control, ("null",),
+            )
         return self
 
 

@@ -65,14 +65,17 @@ def build_task(
     diagnostic_size: int,
     seed: int,
     train_features: bool = True,
+    shuffle_answers: bool = False,
 ) -> TaskData:
     """The diagnostic set is the first ``diagnostic_size`` test examples: held out, and the same at every step.
 
     ``train_features=False`` leaves the training split without feature labels: training never reads them,
     and packing labels (up to a few hundred per example for graph tasks) is most of the cost of a build.
+    ``shuffle_answers``: the null control's task (``shuffled_answers``); the inputs, test and diagnostic sets
+    are those of the same build without it.
     """
     with _collector_paused():
-        return _build(task_class(name)(), level, params, train_size, test_size, diagnostic_size, seed, train_features)
+        return _build(task_class(name)(), level, params, train_size, test_size, diagnostic_size, seed, train_features, shuffle_answers)
 
 
 def _build(
@@ -84,6 +87,7 @@ def _build(
     diagnostic_size: int,
     seed: int,
     train_features: bool,
+    shuffle_answers: bool = False,
 ) -> TaskData:
     name = task.name
     levels = [level] if isinstance(level, int) else list(level)
@@ -101,6 +105,9 @@ def _build(
         train_levels += [lvl] * n_train
         test_levels += [lvl] * n_test
     first = per_level_params[levels[0]]
+    if shuffle_answers:
+        train_examples = shuffled_answers(train_examples, train_levels, seed)
+        train_features = False  # labels describe the inputs' own answers, which the shuffled examples no longer have
     if len(levels) > 1:
         # Shuffle the test set so the diagnostic prefix holds every level.
         order = rng.permutation(len(test_examples))
@@ -125,6 +132,20 @@ def _build(
         params=first if len(levels) == 1 else {f"level_{lvl}": p for lvl, p in per_level_params.items()},
         level_chance={lvl: task.chance_exact_match(p) for lvl, p in per_level_params.items()},
     )
+
+
+def shuffled_answers(examples: list[Example], levels: list[int], seed: int) -> list[Example]:
+    """Each prompt with the answer of another example of the same level, by a seeded permutation: the answers
+    keep their distribution (and a level its answer format) but no longer follow from the inputs, so there is
+    nothing to learn that generalises to the test set. A generator of its own, so the inputs, the test set and
+    the diagnostic set are exactly those of the real run."""
+    rng = np.random.default_rng([seed, 7_919, 1])
+    order = np.arange(len(examples))
+    level_of = np.asarray(levels)
+    for level in np.unique(level_of):
+        members = np.flatnonzero(level_of == level)
+        order[members] = members[rng.permutation(len(members))]
+    return [Example(prompt=example.prompt, answer=examples[source].answer, features={}) for example, source in zip(examples, order, strict=True)]
 
 
 def _pad_to(split: Split, width: int, pad_id: int) -> Split:
