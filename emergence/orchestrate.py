@@ -128,7 +128,7 @@ def summary_tables(across_runs: dict[str, Any]) -> dict[str, tuple[list[str], li
     return tables
 
 
-SUMMARY_TABLES = ("runs", "precursor_rate", "collapse_floor", "concordance", "by_condition")
+SUMMARY_TABLES = ("runs", "precursor_rate", "top_down", "collapse_floor", "concordance", "by_condition")
 LEFT_OUT_COLUMNS = ("items",)  # every (run, event) point of a concordance plot: sweep.json has them
 
 
@@ -141,15 +141,25 @@ def _cell(value: Any) -> Any:
 
 
 def summary_values(across_runs: dict[str, Any]) -> dict[str, float]:
-    """The sweep's headline numbers for a tracker's summary: run counts, precursor rate per signal family,
-    difficulty and size, the collapse floor's coefficient of variation across sizes, and concordance."""
+    """The sweep's headline numbers for a tracker's summary: run counts; per signal family, difficulty and
+    size the precursor rate with its Wilson interval, the median lead with its bootstrap interval, the robust
+    and specific shares and the trusted rate; the top-down rate per family and size; the collapse floor's
+    coefficient of variation across sizes with its interval; and concordance."""
     values = {f"runs/{state}": float(n) for state, n in across_runs.get("counts", {}).items() if _is_number(n)}
     for row in across_runs.get("precursor_rate", {}).get("by_family", []):
-        if _is_number(row.get("rate")):
-            values[f"precursor_rate/{row['family']}/{row['difficulty']}/{row['size']}"] = float(row["rate"])
+        cell = f"{row['family']}/{row['difficulty']}/{row['size']}"
+        # Each rate beside its interval and its trust: the same names with _low/_high, as the sweep table has them.
+        for column, name in RATE_VALUES.items():
+            if _is_number(row.get(column)):
+                values[f"{name}/{cell}"] = float(row[column])
+    for row in across_runs.get("top_down", []):
+        for column in ("rate", "rate_low", "rate_high"):
+            if _is_number(row.get(column)):
+                values[f"top_down_{column}/{row['family']}/{row['size']}"] = float(row[column])
     for row in across_runs.get("collapse_floor", {}).get("rows", []):
-        if _is_number(row.get("cv")):
-            values[f"collapse_floor_cv/{row['task']}/{row['difficulty']}/{row['signal']}"] = float(row["cv"])
+        for column in ("cv", "cv_low", "cv_high"):
+            if _is_number(row.get(column)):
+                values[f"collapse_floor_{column}/{row['task']}/{row['difficulty']}/{row['signal']}"] = float(row[column])
     for row in across_runs.get("concordance", {}).get("by_family", []):
         if _is_number(row.get("concordance")):
             values[f"concordance/{row['family']}"] = float(row["concordance"])
@@ -160,6 +170,15 @@ def summary_values(across_runs: dict[str, Any]) -> dict[str, float]:
         if _is_number(row.get("mean_lead_steps")):
             values[f"mean_lead_steps/{where}"] = float(row["mean_lead_steps"])
     return {sanitize_key(key): value for key, value in values.items()}
+
+
+# The precursor-rate columns a sweep's parent run shows per family, difficulty and size, by summary name.
+RATE_VALUES = {
+    "rate": "precursor_rate", "rate_low": "precursor_rate_low", "rate_high": "precursor_rate_high",
+    "median_lead_steps": "median_lead_steps", "median_lead_low": "median_lead_low", "median_lead_high": "median_lead_high",
+    "robust_share": "robust_share", "specific_share": "specific_share",
+    "trusted_rate": "trusted_rate", "trusted_low": "trusted_rate_low", "trusted_high": "trusted_rate_high",
+}
 
 
 def _is_number(value: Any) -> bool:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.stats import kendalltau
 
+from emergence.analysis.intervals import cv_interval, median_interval, wilson_interval
 from emergence.numbers import finite_number, is_finite_number, json_safe
 from emergence.rundir import read_analysis, read_status
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from emergence.rundir import RunOutcome
     from emergence.spec.grid import RunSpec
 
-SUMMARY_VERSION = 1  # bump when a key of the summary changes meaning, so old sweep.json files are recognised
+SUMMARY_VERSION = 2  # bump when a key of the summary changes meaning, so old sweep.json files are recognised
 
 # The study's headline collapse floor (modular arithmetic: RankMe ~ 2.0 at every size) is the final layer's
 # RankMe on the residual stream; the report puts this signal first when a sweep measured it.
@@ -74,8 +75,15 @@ class SweepEntry:
 # --- entries -------------------------------------------------------------------------------------
 
 
-def difficulty_label(level: int | Sequence[int]) -> str:
-    """``2`` -> ``"L2"``; a mixture ``[1, 2]`` -> ``"L1+2"``."""
+def difficulty_label(level: int | Sequence[int], difficulty: str | None = None) -> str:
+    """The class a run is grouped under: the spec's ``task.difficulty`` when it names one, else the level,
+    ``2`` -> ``"L2"``; a mixture ``[1, 2]`` -> ``"L1+2"``.
+
+    Never how fast the run learnt: a class of "easy" runs defined by early emergence would leave no room for a
+    signal to lead, and "easy tasks show no lead" would hold by construction. The level (or a label the
+    experimenter fixes before training) is known before the run, so a rate by class is a finding."""
+    if difficulty is not None:
+        return difficulty
     if isinstance(level, int):
         return f"L{level}"
     return "L" + "+".join(str(lvl) for lvl in sorted(set(level)))
@@ -107,7 +115,7 @@ def sweep_entries(runs: Sequence[RunSpec], outcomes: Sequence[RunOutcome]) -> li
                 state=outcome.state if outcome else "failed",
                 task=spec.task.name,
                 level=level,
-                difficulty=difficulty_label(level),
+                difficulty=difficulty_label(level, getattr(spec.task, "difficulty", None)),
                 size=size_label(spec.model),
                 n_params=outcome.n_params if outcome else None,
                 seed=spec.seed,
@@ -161,10 +169,12 @@ def summarize_sweep(entries: Sequence[SweepEntry], sweep_key: str, name: str) ->
 
     Keys: ``version``, ``name``, ``sweep_key``; ``sizes`` (size, n_params; in parameter order);
     ``counts`` (runs, completed, skipped, failed, analysed, failed_runs, skipped_runs); ``runs`` (one row
-    per run); ``precursor_rate`` (by_signal, by_family); ``collapse_floor`` (primary_signal, rows);
+    per run); ``precursor_rate`` (by_signal, by_family; rates with Wilson intervals, median leads with bootstrap
+    intervals, robust and specific shares); ``top_down`` (rate per family and size); ``collapse_floor``
+    (primary_signal, rows, each CV with an interval);
     ``concordance`` (by_signal, by_family; family rows carry their items); ``by_condition`` (per signal and
     grid condition: precursors where the event came, false alarms where it did not). Only runs that did
-    not fail and left an analysis count in the last four.
+    not fail and left an analysis count in the sections after ``runs``.
     """
     analysed = [entry for entry in entries if entry.analysed]
     order = size_order(entries)
@@ -181,6 +191,7 @@ def summarize_sweep(entries: Sequence[SweepEntry], sweep_key: str, name: str) ->
             "by_signal": precursor_rates(analysed, order, signal_name, "signal"),
             "by_family": precursor_rates(analysed, order, family_of, "family"),
         },
+        "top_down": top_down_rates(analysed, order),
         "collapse_floor": {
             "primary_signal": PRIMARY_SIGNAL if any(row["primary"] for row in floors) else None,
             "rows": floors,
@@ -299,36 +310,128 @@ def precursor_rates(
     group: Callable[[str], str],
     label: str,
 ) -> list[dict[str, Any]]:
-    """Precursor rate per (signal or family, difficulty, size).
+    """Precursor rate per (signal or family, difficulty, size), with what makes it trustworthy.
 
     One trial is one verdict: a signal (one layer of a family) against one emergence event of one run.
     ``n`` counts only trials whose event happened; a ``no_emergence`` verdict is shown in its own column
     but is no evidence either way. ``no_signal`` does count: the event came and the signal showed nothing.
+
+    Beside the rate: its Wilson 95% interval (``rate_low``, ``rate_high``); the median lead in steps, a median
+    over runs of each run's median lead, with a bootstrap interval over runs (the replicates: seeds, and tasks
+    where a cell holds several); among the judged trials the share robust over the analysis grid and the
+    share specific against the null control (over those where each was decided); and the **trusted rate**,
+    precursors that are both robust and specific, with its interval (None unless every trial was decided).
     """
-    cells: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
-    runs: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    cells: dict[tuple[str, str, str], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for entry in entries:
         for verdict in signal_verdicts(entry.analysis):
             key = (group(str(verdict.get("signal"))), event_difficulty(entry, verdict.get("event_metric")), entry.size)
-            cells[key][str(verdict.get("verdict"))] += 1
-            runs[key].add(entry.run_key)
+            cells[key].append((entry.run_key, verdict))
     rows = []
     for key in sorted(cells, key=lambda k: (k[0], difficulty_sort_key(k[1]), size_sort_key(order, k[2]))):
         name, difficulty, size = key
-        tally = cells[key]
-        judged = sum(tally[v] for v in JUDGED_VERDICTS)
+        members = cells[key]
+        tally = Counter(str(verdict.get("verdict")) for _, verdict in members)
+        judged = [verdict for _, verdict in members if verdict.get("verdict") in JUDGED_VERDICTS]
+        rate_interval = wilson_interval(tally["precursor"], len(judged))
+        leads = run_median_leads(members)
         rows.append(
             {
                 label: name,
                 "difficulty": difficulty,
                 "size": size,
                 "n_params": order.get(size, (math.inf, None))[1],
-                "runs": len(runs[key]),
-                "n": judged,
+                "runs": len({run_key for run_key, _ in members}),
+                "n": len(judged),
                 "precursor": tally["precursor"],
-                "rate": tally["precursor"] / judged if judged else None,
+                "rate": tally["precursor"] / len(judged) if judged else None,
+                "rate_low": rate_interval[0] if rate_interval else None,
+                "rate_high": rate_interval[1] if rate_interval else None,
                 **{verdict: tally[verdict] for verdict in JUDGED_VERDICTS[1:]},
                 NO_EVENT_VERDICT: tally[NO_EVENT_VERDICT],
+                **median_lead(leads),
+                **trust(judged),
+            }
+        )
+    return rows
+
+
+def run_median_leads(members: Sequence[tuple[str, Mapping[str, Any]]]) -> list[float]:
+    """Each run's median lead in steps over its verdicts in a cell that have both an onset and an event."""
+    by_run: dict[str, list[float]] = defaultdict(list)
+    for run_key, verdict in members:
+        if is_finite_number(verdict.get("lead_steps")):
+            by_run[run_key].append(float(verdict["lead_steps"]))
+    return [float(np.median(leads)) for leads in by_run.values()]
+
+
+def median_lead(run_leads: Sequence[float]) -> dict[str, Any]:
+    interval = median_interval(run_leads)
+    return {
+        "median_lead_steps": float(np.median(run_leads)) if run_leads else None,
+        "median_lead_low": interval[0] if interval else None,
+        "median_lead_high": interval[1] if interval else None,
+        "lead_runs": len(run_leads),
+    }
+
+
+def trust(judged: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Robust and specific shares of judged verdicts, and the rate of precursors that are both."""
+    robust_known = [v for v in judged if v.get("robust") is not None]
+    specific_known = [v for v in judged if v.get("specific") is not None]
+    trusted = sum(v.get("verdict") == "precursor" and v.get("robust") is True and v.get("specific") is True for v in judged)
+    # A precursor whose specificity is undecided (no onset: impossible; no control: the whole cell) cannot be
+    # counted either way, so the trusted rate needs every precursor decided on both counts.
+    precursors = [v for v in judged if v.get("verdict") == "precursor"]
+    decided = all(v.get("robust") is not None and v.get("specific") is not None for v in precursors) and bool(
+        robust_known and specific_known
+    )
+    interval = wilson_interval(trusted, len(judged)) if decided else None
+    return {
+        "robust": sum(v.get("robust") is True for v in robust_known),
+        "robust_share": sum(v.get("robust") is True for v in robust_known) / len(robust_known) if robust_known else None,
+        "specific": sum(v.get("specific") is True for v in specific_known),
+        "specific_known": len(specific_known),
+        "specific_share": sum(v.get("specific") is True for v in specific_known) / len(specific_known) if specific_known else None,
+        "trusted_precursor": trusted if decided else None,
+        "trusted_rate": trusted / len(judged) if decided and judged else None,
+        "trusted_low": interval[0] if interval else None,
+        "trusted_high": interval[1] if interval else None,
+    }
+
+
+# --- top-down order ------------------------------------------------------------------------------
+
+ALL_SIZES = "all"
+
+
+def top_down_rates(entries: Sequence[SweepEntry], order: Mapping[str, tuple[float, int | None]]) -> list[dict[str, Any]]:
+    """How often the collapse runs top-down (Spearman rho(layer, collapse step) < 0), per family and size and
+    per family over every size (``size: "all"``), with a Wilson 95% interval. One trial is one (run, family)
+    whose order could be decided: at least two layers collapsed, at different steps (rho defined)."""
+    cells: dict[tuple[str, str], list[tuple[SweepEntry, bool]]] = defaultdict(list)
+    for entry in entries:
+        for family in entry.analysis.get("top_down") or []:
+            if not isinstance(family, Mapping) or not is_finite_number(family.get("spearman_rho")):
+                continue
+            holds = float(family["spearman_rho"]) < 0
+            for size in (entry.size, ALL_SIZES):
+                cells[(str(family.get("family")), size)].append((entry, holds))
+    rows = []
+    for family, size in sorted(cells, key=lambda k: (k[0], k[1] == ALL_SIZES, size_sort_key(order, k[1]))):
+        trials = cells[(family, size)]
+        holds = sum(h for _, h in trials)
+        interval = wilson_interval(holds, len(trials))
+        rows.append(
+            {
+                "family": family,
+                "size": size,
+                "tasks": len({entry.task for entry, _ in trials}),
+                "n": len(trials),
+                "top_down": holds,
+                "rate": holds / len(trials),
+                "rate_low": interval[0] if interval else None,
+                "rate_high": interval[1] if interval else None,
             }
         )
     return rows
@@ -396,7 +499,8 @@ def collapse_floors(entries: Sequence[SweepEntry], order: Mapping[str, tuple[flo
     Across sizes: CV = population standard deviation (ddof = 0) of the per-size means over their mean.
     Population, because the sizes in the sweep are the whole set the scale-invariance claim is about, not
     a sample of sizes; it also keeps two sizes comparable with more (for two, CV = |a - b| / (a + b)).
-    ``None`` with fewer than two sizes or a zero mean.
+    ``None`` with fewer than two sizes or a zero mean. ``cv_low``, ``cv_high``: a 95% bootstrap interval that
+    resamples each size's runs (seeds) on its own; None when a size has a single run.
 
     Besides each measured key, every per-layer family gets a ``<family>/final`` row from each run's deepest
     measured layer, since layer ``L3`` is the last layer of one size and a middle layer of the next.
@@ -420,6 +524,7 @@ def collapse_floors(entries: Sequence[SweepEntry], order: Mapping[str, tuple[flo
             size_floor(size, by_size[size], params.get((task, difficulty, size)), order)
             for size in sorted(by_size, key=lambda s: size_sort_key(order, s))
         ]
+        interval = cv_interval([s["floors"] for s in sizes])
         rows.append(
             {
                 "task": task,
@@ -428,6 +533,8 @@ def collapse_floors(entries: Sequence[SweepEntry], order: Mapping[str, tuple[flo
                 "primary": signal == PRIMARY_SIGNAL,
                 "sizes": sizes,
                 "cv": coefficient_of_variation([s["mean"] for s in sizes]),
+                "cv_low": interval[0] if interval else None,
+                "cv_high": interval[1] if interval else None,
             }
         )
     return rows

@@ -37,7 +37,11 @@ summary { cursor: pointer; color: #1a3e7a; }
 RUN_COLUMNS = (
     "run", "state", "task", "difficulty", "size", "n_params", "seed", "grid_point", "emergence_step", "verdicts", "reason",
 )
-RATE_COLUMNS = ("difficulty", "size", "n_params", "runs", "rate", "precursor", "n", "synchronous", "lagging", "no_signal", "no_emergence")
+RATE_COLUMNS = (
+    "difficulty", "size", "n_params", "runs", "rate", "precursor", "n", "synchronous", "lagging", "no_signal", "no_emergence",
+    "median_lead_steps", "robust_share", "specific_share", "trusted_rate",
+)
+TOP_DOWN_COLUMNS = ("family", "size", "tasks", "n", "top_down", "rate")
 CONDITION_COLUMNS = (
     "signal", "condition", "runs", "events", "precursor", "synchronous", "lagging", "no_signal", "mean_lead_steps",
     "leads", "no_event", "false_alarms", "false_alarm_onsets", "onset_rules",
@@ -102,6 +106,7 @@ def render_sweep_html(summary: Mapping[str, Any], plots: Sequence[str]) -> str:
         section("Runs", _sweep_runs_table(summary)),
         section("Precursor rate", _precursor_rate_section(summary, PRECURSOR_HEATMAP_PLOT in plot_set)),
         section("Precursors and false alarms per condition", _condition_section(summary, CONDITIONS_PLOT in plot_set)),
+        section("Top-down collapse", _top_down_section(summary)),
         section("Collapse floor across sizes", _collapse_floor_section(summary, COLLAPSE_FLOOR_PLOT in plot_set)),
         section("Concordance of onset and emergence order", _concordance_section(summary, CONCORDANCE_PLOT in plot_set)),
     ]
@@ -175,12 +180,32 @@ def _details(title: str, body: str) -> str:
     return f"<details><summary>{esc(title)}</summary>\n{body}\n</details>"
 
 
-def _rate_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    def percent(rate: Any) -> str | None:
-        value = finite_number(rate)
-        return None if value is None else f"{value:.0%}"
+def _percent(rate: Any) -> str | None:
+    value = finite_number(rate)
+    return None if value is None else f"{value:.0%}"
 
-    return [{**row, "rate": percent(row.get("rate"))} for row in rows]
+
+def _with_interval(value: Any, low: Any, high: Any, show: Any = fmt) -> str | None:
+    """``62% (41-80%)``: a value and its 95% interval, or the value alone when it has none."""
+    if finite_number(value) is None:
+        return None
+    if finite_number(low) is None or finite_number(high) is None:
+        return str(show(value))
+    return f"{show(value)} ({show(low)}–{show(high)})"
+
+
+def _rate_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            **row,
+            "rate": _with_interval(row.get("rate"), row.get("rate_low"), row.get("rate_high"), _percent),
+            "median_lead_steps": _with_interval(row.get("median_lead_steps"), row.get("median_lead_low"), row.get("median_lead_high")),
+            "robust_share": _percent(row.get("robust_share")),
+            "specific_share": _percent(row.get("specific_share")),
+            "trusted_rate": _with_interval(row.get("trusted_rate"), row.get("trusted_low"), row.get("trusted_high"), _percent),
+        }
+        for row in rows
+    ]
 
 
 def _precursor_rate_section(summary: Mapping[str, Any], has_plot: bool) -> str:
@@ -192,7 +217,13 @@ def _precursor_rate_section(summary: Mapping[str, Any], has_plot: bool) -> str:
         "<p>One trial is one verdict: a signal (one layer of a family) against one emergence event of one run. "
         "<code>n</code> counts trials whose event happened; <code>no_signal</code> counts in <code>n</code> "
         "(the event came, the signal showed no onset), <code>no_emergence</code> does not. A mixture's per-level "
-        "event counts under its own level. Failed runs are left out.</p>"
+        "event counts under its own level. Failed runs are left out. Difficulty is the task level, or the class a "
+        "spec names (<code>task.difficulty</code>), never how fast a run learnt.</p>"
+        "<p>Rates with their Wilson 95% interval. <code>median_lead_steps</code>: the median over runs of each "
+        "run's median lead (negative: the onset came after), with a bootstrap 95% interval over runs. "
+        "<code>robust_share</code>: judged verdicts that are the same over the whole analysis grid; "
+        "<code>specific_share</code>: those whose onset the null control does not share; <code>trusted_rate</code>: "
+        "precursors that are both, over <code>n</code> (shown only when every precursor was decided on both).</p>"
     )
     parts = [intro]
     if has_plot:
@@ -230,6 +261,19 @@ def _condition_section(summary: Mapping[str, Any], has_plot: bool) -> str:
     return "\n".join(parts)
 
 
+def _top_down_section(summary: Mapping[str, Any]) -> str:
+    rows = [row for row in summary.get("top_down") or [] if isinstance(row, Mapping)]
+    if not rows:
+        return "<p>No run had two or more layers collapse at different steps.</p>"
+    intro = (
+        "<p>Per signal family: the (run, family) pairs whose layers collapse deepest first (Spearman rho between "
+        "layer and collapse step below 0), of those whose order could be decided; size <code>all</code> pools the "
+        "sizes. Rates with their Wilson 95% interval.</p>"
+    )
+    shown = [{**row, "rate": _with_interval(row.get("rate"), row.get("rate_low"), row.get("rate_high"), _percent)} for row in rows]
+    return intro + table(TOP_DOWN_COLUMNS, shown)
+
+
 def _collapse_floor_section(summary: Mapping[str, Any], has_plot: bool) -> str:
     collapse = summary.get("collapse_floor") or {}
     rows = [row for row in collapse.get("rows") or [] if isinstance(row, Mapping)]
@@ -239,7 +283,8 @@ def _collapse_floor_section(summary: Mapping[str, Any], has_plot: bool) -> str:
     intro = (
         "<p>Per size: the mean collapse floor over the runs of that size (seeds), &plusmn; their sample standard "
         "deviation, (n runs). CV: the population standard deviation of the per-size means over their mean; a "
-        "small CV is a floor that does not depend on size. <code>&lt;family&gt;/final</code> takes each run's "
+        "small CV is a floor that does not depend on size; in brackets its bootstrap 95% interval, resampling each "
+        "size's runs (none when a size has one run). <code>&lt;family&gt;/final</code> takes each run's "
         "deepest measured layer, so sizes with different depths compare like with like."
         + (f" Highlighted: <code>{esc(primary)}</code>, the signal of the study's size-independent floor." if primary else "")
         + "</p>"
@@ -266,7 +311,8 @@ def _floor_table(rows: Sequence[Mapping[str, Any]], primary: Any) -> str:
     for row in rows:
         by_size = {str(s.get("size")): s for s in row.get("sizes") or []}
         cells = {size: _floor_cell(by_size[size]) if size in by_size else None for size in size_columns}
-        table_rows.append({"task": row.get("task"), "difficulty": row.get("difficulty"), "signal": row.get("signal"), **cells, "cv": row.get("cv")})
+        cv = _with_interval(row.get("cv"), row.get("cv_low"), row.get("cv_high"), lambda v: f"{float(v):.3g}")
+        table_rows.append({"task": row.get("task"), "difficulty": row.get("difficulty"), "signal": row.get("signal"), **cells, "cv": cv})
 
     def highlight(column: str, value: Any) -> str | None:
         return "primary" if column == "signal" and primary is not None and value == primary else None
