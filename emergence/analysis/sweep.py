@@ -65,6 +65,7 @@ class SweepEntry:
     grid_point: dict[str, Any]
     analysis: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    level_classes: dict[int, str] = field(default_factory=dict)  # task.difficulty given per level
 
     @property
     def analysed(self) -> bool:
@@ -75,13 +76,17 @@ class SweepEntry:
 # --- entries -------------------------------------------------------------------------------------
 
 
-def difficulty_label(level: int | Sequence[int], difficulty: str | None = None) -> str:
-    """The class a run is grouped under: the spec's ``task.difficulty`` when it names one, else the level,
-    ``2`` -> ``"L2"``; a mixture ``[1, 2]`` -> ``"L1+2"``.
+def difficulty_label(level: int | Sequence[int], difficulty: str | Mapping[int, str] | None = None) -> str:
+    """The class a run is grouped under: the spec's ``task.difficulty`` when it names one (one label, or one per
+    level: a mixture joins its levels' labels, ``"easy+hard"``), else the level, ``2`` -> ``"L2"``; a mixture
+    ``[1, 2]`` -> ``"L1+2"``.
 
     Never how fast the run learnt: a class of "easy" runs defined by early emergence would leave no room for a
     signal to lead, and "easy tasks show no lead" would hold by construction. The level (or a label the
     experimenter fixes before training) is known before the run, so a rate by class is a finding."""
+    if isinstance(difficulty, Mapping):
+        levels = [level] if isinstance(level, int) else sorted(set(level))
+        return "+".join(difficulty.get(lvl, f"L{lvl}") for lvl in levels)
     if difficulty is not None:
         return difficulty
     if isinstance(level, int):
@@ -116,6 +121,7 @@ def sweep_entries(runs: Sequence[RunSpec], outcomes: Sequence[RunOutcome]) -> li
                 task=spec.task.name,
                 level=level,
                 difficulty=difficulty_label(level, getattr(spec.task, "difficulty", None)),
+                level_classes=level_classes(getattr(spec.task, "difficulty", None)),
                 size=size_label(spec.model),
                 n_params=outcome.n_params if outcome else None,
                 seed=spec.seed,
@@ -156,6 +162,7 @@ def entries_from_run_directories(sweep_dir: Path, summary: Mapping[str, Any]) ->
                 grid_point=dict(row.get("grid_point") or {}),
                 analysis=analysis,
                 reason=reason,
+                level_classes=level_classes(row.get("level_classes")),
             )
         )
     return entries
@@ -235,6 +242,7 @@ def run_row(entry: SweepEntry) -> dict[str, Any]:
         "task": entry.task,
         "level": entry.level,
         "difficulty": entry.difficulty,
+        "level_classes": entry.level_classes,
         "size": entry.size,
         "n_params": entry.n_params,
         "seed": entry.seed,
@@ -271,17 +279,27 @@ def layer_of(signal: str) -> int | None:
     return int(match["layer"]) if match else None
 
 
+def level_classes(difficulty: Any) -> dict[int, str]:
+    """``task.difficulty`` given per level, as ``{level: class}`` (JSON's string keys made ints again); {} otherwise."""
+    return {int(level): str(label) for level, label in difficulty.items()} if isinstance(difficulty, Mapping) else {}
+
+
 def event_difficulty(entry: SweepEntry, event_metric: Any) -> str:
     """The difficulty of the capability an event marks: a mixture's per-level event (``.../level_2``) is
-    the emergence of that level, so it counts as ``L2``; the whole-test-set event keeps the run's class."""
+    the emergence of that level, so it counts as ``L2`` (or that level's class when the spec names one per
+    level); the whole-test-set event keeps the run's class."""
     match = _LEVEL_SUFFIX.search(str(event_metric or ""))
-    return f"L{match['level']}" if match else entry.difficulty
+    if not match:
+        return entry.difficulty
+    level = int(match["level"])
+    return entry.level_classes.get(level, f"L{level}")
 
 
-def difficulty_sort_key(difficulty: str) -> tuple[int, tuple[int, ...]]:
-    """Single levels first in order, then mixtures: ``L1, L2, L3, L1+2, L1+2+3``."""
+def difficulty_sort_key(difficulty: str) -> tuple[int, tuple[int, ...], str]:
+    """Single levels first in order, then mixtures: ``L1, L2, L3, L1+2, L1+2+3``; a spec's own classes (no
+    level number) before them, by name."""
     levels = tuple(int(part) for part in difficulty.removeprefix("L").split("+") if part.isdigit())
-    return (len(levels), levels)
+    return (len(levels), levels, difficulty)
 
 
 def size_order(entries: Sequence[SweepEntry]) -> dict[str, tuple[float, int | None]]:

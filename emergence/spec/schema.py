@@ -86,8 +86,10 @@ class TaskSpec(Strict):
     shuffle_answers: bool = Field(
         False, description="permute the training answers across examples (inputs kept): the shuffled-label control's task"
     )
-    difficulty: str | None = Field(
-        None, description="the difficulty class a sweep groups this run under (easy, hard ...); null = the level (L1, L2 ...)"
+    difficulty: str | dict[int, str] | None = Field(
+        None,
+        description="the difficulty class a sweep groups this run under (easy, hard ...), or one per level ({1: easy, 3: hard}); "
+        "null = the level (L1, L2 ...)",
     )
 
     @field_validator("name")

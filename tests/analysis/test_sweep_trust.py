@@ -100,6 +100,15 @@ def test_difficulty_is_the_level_or_the_spec_s_class_never_the_speed(tmp_path):
     assert [r.run_key for r in runs] == [r.run_key for r in plain]  # a label only: the same training, the same runs
     outcomes = [RunOutcome(r.run_key, tmp_path, "completed", None, [], [], {"verdicts": []}) for r in runs]
     assert {entry.difficulty for entry in sweep_entries(runs, outcomes)} == {"easy"}
+    # One class per level, as a grid over levels needs: each run gets its level's, a mixture's events theirs.
+    per_level = expand({**raw, "task": {"name": "binary_addition", "level": 1, "difficulty": {1: "easy", 2: "hard"}}, "grid": {"task.level": [1, 2, [1, 2]]}}, "<dict>")
+    outcomes = [RunOutcome(r.run_key, tmp_path, "completed", None, [], [], {"verdicts": []}) for r in per_level]
+    entries = sweep_entries(per_level, outcomes)
+    assert [e.difficulty for e in entries] == ["easy", "hard", "easy+hard"]
+    mixture = entries[2]
+    mixture.analysis["verdicts"] = [{**judged(100, 500, "precursor"), "event_metric": f"{EXACT}/level_2"}]
+    (row,) = summarize_sweep([mixture], "k", "demo")["precursor_rate"]["by_family"]
+    assert row["difficulty"] == "hard"
     # A fast run and a slow one on the same level are the same class: the class is fixed before training.
     fast = run("a", 0, [judged(None, 50, "no_signal")])
     slow = run("b", 1, [judged(100, 2000, "precursor")])
