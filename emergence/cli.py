@@ -54,13 +54,23 @@ def _resolve_or_exit(spec: Path, overrides: list[str] | None) -> list[RunSpec]:
 def _verdict_table(outcome: object) -> Table:
     table = Table(title="verdicts", show_lines=False)
     table.add_column("signal", overflow="fold")
-    for column in ("event step", "onset step", "lead (steps)", "verdict"):
+    verdicts = outcome.verdicts  # type: ignore[attr-defined]
+    # The trust columns only when the analysis decided them (robustness on; a null control asked for).
+    trust = [(key, title) for key, title in (("robust_share", "robust"), ("specific", "specific")) if any(key in v for v in verdicts)]
+    for column in ("event step", "onset step", "lead (steps)", "verdict", *(title for _, title in trust)):
         table.add_column(column, no_wrap=True)
-    for v in outcome.verdicts:  # type: ignore[attr-defined]
-        table.add_row(
-            v["signal"], str(v["event_step"]), str(v["onset_step"]), str(v["lead_steps"]), v["verdict"]
-        )
+    for v in verdicts:
+        cells = [_trust_cell(key, v.get(key)) for key, _ in trust]
+        table.add_row(v["signal"], str(v["event_step"]), str(v["onset_step"]), str(v["lead_steps"]), v["verdict"], *cells)
     return table
+
+
+def _trust_cell(key: str, value: object) -> str:
+    if key == "robust_share" and isinstance(value, float):
+        return "yes" if value == 1.0 else f"{value:.0%} agree"
+    if isinstance(value, bool):
+        return "yes" if value else "no (control too)"
+    return "—" if value is None else str(value)
 
 
 @app.command()
