@@ -128,7 +128,7 @@ def summary_tables(across_runs: dict[str, Any]) -> dict[str, tuple[list[str], li
     return tables
 
 
-SUMMARY_TABLES = ("runs", "precursor_rate", "top_down", "collapse_floor", "concordance", "by_condition")
+SUMMARY_TABLES = ("runs", "precursor_rate", "top_down", "collapse_floor", "concordance", "by_condition", "summaries")
 LEFT_OUT_COLUMNS = ("items",)  # every (run, event) point of a concordance plot: sweep.json has them
 
 
@@ -169,6 +169,9 @@ def summary_values(across_runs: dict[str, Any]) -> dict[str, float]:
         values[f"false_alarms/{where}"] = float(row["false_alarms"])
         if _is_number(row.get("mean_lead_steps")):
             values[f"mean_lead_steps/{where}"] = float(row["mean_lead_steps"])
+    for row in across_runs.get("summaries", []):  # e.g. spectral/k_star/mode/training.optimizer.name=muon
+        if _is_number(row.get("value")):
+            values[f"{row['key']}/{row['statistic']}/{row['condition']}"] = float(row["value"])
     return {sanitize_key(key): value for key, value in values.items()}
 
 

@@ -286,6 +286,10 @@ def tracker_summary(analysis: dict[str, Any]) -> dict[str, Any]:
     for family in analysis["top_down"]:
         if family["spearman_rho"] is not None:
             summary[f"top_down_rho/{family['family']}"] = family["spearman_rho"]
+    for key, whole_run in (analysis.get("summaries") or {}).items():  # e.g. summary/spectral/k_star/mode
+        statistic = whole_run["statistic"]
+        summary[f"summary/{sanitize_key(key)}/{statistic}"] = whole_run["value"]
+        summary[f"summary/{sanitize_key(key)}/{statistic}_share"] = whole_run["share"]
     return summary
 
 

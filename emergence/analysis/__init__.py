@@ -21,6 +21,7 @@ from emergence.analysis.onsets import DeclaredRule, builtin_onset_rules, matches
 from emergence.analysis.precursor import xcorr_lag_steps
 from emergence.analysis.robustness import robustness
 from emergence.analysis.signals import builtin_bookkeeping_keys, measure_bookkeeping_keys, signal_keys
+from emergence.analysis.summaries import measure_summaries, run_summaries
 from emergence.record import JournalContents, read_journal
 from emergence.rundir import ANALYSIS_FILE, VERDICTS_FILE, read_run_spec
 from emergence.spec.schema import AnalysisSpec, MonitorSpec, Spec
@@ -148,7 +149,9 @@ def analyze_run(
     rules = measure_onset_rules(spec.measures)  # each signal's onset by the rule its measure declares
     bookkeeping = measure_bookkeeping_keys(spec.measures)
     control = find_control(run_dir, spec)
-    return analyze(journal, spec.analysis, chance, spec.schedule.every, level_chance, rules, bookkeeping, control)
+    analysis = analyze(journal, spec.analysis, chance, spec.schedule.every, level_chance, rules, bookkeeping, control)
+    analysis["summaries"] = run_summaries(journal.analysed(), measure_summaries(spec.measures), analysis["events"])
+    return analysis
 
 
 def reanalyze(run_dir: Path) -> dict[str, Any]:

@@ -180,7 +180,8 @@ def summarize_sweep(entries: Sequence[SweepEntry], sweep_key: str, name: str) ->
     intervals, robust and specific shares); ``top_down`` (rate per family and size); ``collapse_floor``
     (primary_signal, rows, each CV with an interval);
     ``concordance`` (by_signal, by_family; family rows carry their items); ``by_condition`` (per signal and
-    grid condition: precursors where the event came, false alarms where it did not). Only runs that did
+    grid condition: precursors where the event came, false alarms where it did not); ``summaries`` (per
+    summarised key and condition: each run's whole-run value, such as k*'s mode). Only runs that did
     not fail and left an analysis count in the sections after ``runs``.
     """
     analysed = [entry for entry in entries if entry.analysed]
@@ -208,6 +209,7 @@ def summarize_sweep(entries: Sequence[SweepEntry], sweep_key: str, name: str) ->
             "by_family": concordance_rows(items, family_of, "family", across_runs_only=True, keep_items=True),
         },
         "by_condition": condition_rows(analysed),
+        "summaries": summary_rows(analysed),
     }
     return json_safe(summary)
 
@@ -501,6 +503,33 @@ def condition_rows(entries: Sequence[SweepEntry]) -> list[dict[str, Any]]:
                 "false_alarms": len(alarms),
                 "false_alarm_onsets": [v.get("onset_step") for v in alarms],
                 "onset_rules": sorted({str(v.get("onset_rule")) for v in verdicts if v.get("onset_rule")}),
+            }
+        )
+    return rows
+
+
+def summary_rows(entries: Sequence[SweepEntry]) -> list[dict[str, Any]]:
+    """Per (summarised key, condition): each run's whole-run value (``analysis/summaries.py``: the spectral gap
+    position's most frequent value) and share, and the value most runs give, so conditions compare at a glance
+    (k* under AdamW against Muon)."""
+    cells: dict[tuple[str, str], list[tuple[str, Mapping[str, Any]]]] = defaultdict(list)
+    for entry in entries:
+        for key, whole_run in (entry.analysis.get("summaries") or {}).items():
+            cells[(key, condition_of(entry))].append((entry.run_key, whole_run))
+    rows = []
+    for (key, condition), members in sorted(cells.items()):
+        values = [float(whole_run["value"]) for _, whole_run in members]
+        counts = Counter(values)
+        rows.append(
+            {
+                "key": key,
+                "condition": condition,
+                "statistic": members[0][1].get("statistic"),
+                "runs": len(members),
+                "value": min(counts, key=lambda value: (-counts[value], value)),
+                "run_values": values,
+                "run_shares": [float(whole_run.get("share", float("nan"))) for _, whole_run in members],
+                "run_keys": [run_key for run_key, _ in members],
             }
         )
     return rows

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 Cost = Literal["cheap", "moderate", "expensive"]
 # What a Monitor must be given for a measure that reads the task in a trained run (``Measure.monitor_inputs``).
 MonitorInput = Literal["loss_fn", "per_example_loss", "features"]
+# How a whole run's series is summarised in one number (``MeasureOptions.summaries``).
+SummaryStatistic = Literal["mode"]
 
 
 class MeasureOptions(BaseModel):
@@ -43,6 +45,11 @@ class MeasureOptions(BaseModel):
         """Patterns (as ``analysis.precursor.signals`` takes them) of this measure's keys that describe its own
         estimate rather than the model (iterations, residuals, standard errors, per-chain traces): analysis
         gives them no verdict unless a spec lists them. Every other key a measure writes is a signal."""
+        return ()
+
+    def summaries(self) -> tuple[tuple[str, SummaryStatistic], ...]:
+        """(key pattern, statistic) pairs: keys of this measure read as one whole-run number (the spectral
+        gap position's most frequent value), beside any verdict (``analysis/summaries.py``)."""
         return ()
 
     def check_spec(self, spec: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from emergence import registry
-from emergence.measures.base import MeasureDeclaration, MeasureOptions
+from emergence.measures.base import MeasureDeclaration, MeasureOptions, SummaryStatistic
 from emergence.measures.onset_rules import (
     BaselineRatioRule,
     DeclaredRules,
@@ -65,6 +65,10 @@ class SpectralEdgeOptions(MeasureOptions):
 
     def bookkeeping_keys(self) -> tuple[str, ...]:
         return ("spectral/adiabatic_band",)  # a banding of spectral/adiabatic, which is judged itself
+
+    def summaries(self) -> tuple[tuple[str, SummaryStatistic], ...]:
+        # The study's claim about k* is its usual value (1 under Muon, 2 under AdamW), not a moment it changes.
+        return (("spectral/k_star", "mode"),)
 
     @model_validator(mode="after")
     def _ordered(self) -> SpectralEdgeOptions:

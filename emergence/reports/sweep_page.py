@@ -106,6 +106,7 @@ def render_sweep_html(summary: Mapping[str, Any], plots: Sequence[str]) -> str:
         section("Runs", _sweep_runs_table(summary)),
         section("Precursor rate", _precursor_rate_section(summary, PRECURSOR_HEATMAP_PLOT in plot_set)),
         section("Precursors and false alarms per condition", _condition_section(summary, CONDITIONS_PLOT in plot_set)),
+        *([section("Whole-run summaries per condition", _summaries_section(summary))] if summary.get("summaries") else []),
         section("Top-down collapse", _top_down_section(summary)),
         section("Collapse floor across sizes", _collapse_floor_section(summary, COLLAPSE_FLOOR_PLOT in plot_set)),
         section("Concordance of onset and emergence order", _concordance_section(summary, CONCORDANCE_PLOT in plot_set)),
@@ -259,6 +260,29 @@ def _condition_section(summary: Mapping[str, Any], has_plot: bool) -> str:
         parts.append(_figure(CONDITIONS_PLOT, "precursors where the capability emerged, false alarms where it did not"))
     parts.append(table(CONDITION_COLUMNS, shown))
     return "\n".join(parts)
+
+
+def _summaries_section(summary: Mapping[str, Any]) -> str:
+    rows = [row for row in summary.get("summaries") or [] if isinstance(row, Mapping)]
+    intro = (
+        "<p>Quantities a measure reads as one number for the whole run (the spectral gap position k*: its most "
+        "frequent value), per grid condition: each run's value with the share of measurements that gave it, and "
+        "the value most runs give.</p>"
+    )
+    shown = [
+        {
+            "key": row.get("key"),
+            "condition": row.get("condition"),
+            "statistic": row.get("statistic"),
+            "value": fmt(row.get("value")),
+            "runs": row.get("runs"),
+            "per run (share)": ", ".join(
+                f"{fmt(value)} ({fmt(share)})" for value, share in zip(row.get("run_values") or [], row.get("run_shares") or [], strict=False)
+            ),
+        }
+        for row in rows
+    ]
+    return intro + table(("key", "condition", "statistic", "value", "runs", "per run (share)"), shown)
 
 
 def _top_down_section(summary: Mapping[str, Any]) -> str:
