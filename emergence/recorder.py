@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from emergence.analysis import analyze_run, write_analysis
+from emergence.environment import environment_changes, run_environment
 from emergence.measures.base import Measure, MeasureContext, SavedWeights
 from emergence.record import Journal
 from emergence.rundir import SPEC_FILE, RunOutcome, run_directory, write_status
@@ -41,20 +42,45 @@ class RunRecorder:
         self.trackers = TrackerFanout([])
         self._tracker_start: TrackerStart | None = None
         self._last_tracker_retry = time.monotonic()
+        self.environment: dict[str, Any] = {}
+        self.environment_changes: dict[str, list[Any]] = {}
+
+    # -- what the numbers depend on --------------------------------------------------------------
+
+    def check_environment(self) -> dict[str, Any]:
+        """This process's environment (torch version and threads, CPU), compared with what the journal's last
+        ``start`` recorded: a run resumed under another one goes on, but is no longer bit for bit the run an
+        uninterrupted one would be, so the journal, ``status.json`` and the log say so. Call before this
+        process's own ``start`` event."""
+        self.environment = run_environment()
+        starts = [e for e in self.journal.read().events if e.get("event") == "start"]
+        self.environment_changes = environment_changes(starts[-1].get("environment") if starts else None, self.environment)
+        if self.environment_changes:
+            changed = ", ".join(f"{key} {before} -> {now}" for key, (before, now) in self.environment_changes.items())
+            log.warning(
+                "run %s resumes under another environment (%s): its values from here on will not match an "
+                "uninterrupted run's bit for bit",
+                self.run_dir, changed,
+            )
+            self.journal.append_event("environment_changed", changes=self.environment_changes)
+        return self.environment
 
     # -- trackers ------------------------------------------------------------------------------
 
     def start_trackers(self, device: str, n_params: int) -> None:
         tracking = [t.model_dump() for t in self.run_spec.spec.tracking]
         self.trackers = TrackerFanout(*build_trackers(tracking, self.run_dir))
-        self._tracker_start = TrackerStart.of(self.run_spec, device, n_params)
+        self._tracker_start = TrackerStart.of(self.run_spec, device, n_params, self.environment)
         self.trackers.start(*self._tracker_start.arguments)
         self.trackers.log_params(self._tracker_start.params)
 
-    def _catch_up_trackers(self, step: int) -> None:
-        """Every ``TRACKER_RETRY_SECONDS``, replay the journal so far into each tracker that fell behind; one
-        that takes the whole replay is back in the fan-out (an MLflow server that came back, say)."""
-        if not self.trackers.failed or time.monotonic() - self._last_tracker_retry < TRACKER_RETRY_SECONDS:
+    def _catch_up_trackers(self, step: int | None, force: bool = False) -> None:
+        """Every ``TRACKER_RETRY_SECONDS`` (or now, when ``force``: once more before the run's end), replay the
+        journal so far into each tracker that fell behind; one that takes the whole replay is back in the
+        fan-out (an MLflow server that came back, say)."""
+        if not self.trackers.failed:
+            return
+        if not force and time.monotonic() - self._last_tracker_retry < TRACKER_RETRY_SECONDS:
             return
         self._last_tracker_retry = time.monotonic()
         if self._tracker_start is None:
@@ -140,7 +166,11 @@ class RunRecorder:
     # -- the end -------------------------------------------------------------------------------
 
     def analyze(self, chance: float, level_chance: dict[int, float] | None = None) -> dict[str, Any]:
-        analysis = analyze_run(self.run_dir, self.run_spec.spec, self.journal.read(), chance, level_chance)
+        journal = self.journal.read()
+        # A tracker still behind gets one more try before the verdicts and summary go out, so that a server that
+        # came back near the end of a run gets them too, not only the values.
+        self._catch_up_trackers(journal.last_step(), force=True)
+        analysis = analyze_run(self.run_dir, self.run_spec.spec, journal, chance, level_chance)
         write_analysis(self.run_dir, analysis)
         for table, entries in (("verdicts", analysis["verdicts"]), ("feature_verdicts", analysis["feature_verdicts"])):
             if entries:
@@ -151,11 +181,11 @@ class RunRecorder:
         self.trackers.set_summary(tracker_summary(analysis))
         return analysis
 
-    def _write_report(self) -> None:
+    def _write_report(self, status: dict[str, Any]) -> None:
         try:
             from emergence.reports import write_report
 
-            report = write_report(self.run_dir)
+            report = write_report(self.run_dir, status)
         except Exception:  # noqa: BLE001 - a plotting problem must not lose a finished run
             log.exception("could not write the report for %s", self.run_dir)
             return
@@ -171,18 +201,27 @@ class RunRecorder:
         tracker_status: str | None = None,
         **details: Any,
     ) -> RunOutcome:
-        """The status (``completed`` or ``failed`` with the reason), the report, the spec and journal as
-        artifacts, and the trackers finished (``tracker_status`` when it differs: ``interrupted``)."""
+        """The report, the spec and journal as artifacts, the trackers finished (``tracker_status`` when it
+        differs: ``interrupted``), and last the status (``completed`` or ``failed`` with the reason).
+
+        The status comes last: a run killed while it writes its report or finishes its trackers is not yet
+        ``completed``, so running it again resumes from its last checkpoint and does the end again, instead of
+        skipping a run whose report and trackers never got their last word."""
         status: dict[str, Any] = {"run_key": self.run_spec.run_key, **details}
         if reason:
             status["reason"] = reason
-        if self.trackers.failed:
-            status["trackers_behind"] = self.trackers.failed
-        write_status(self.run_dir, state, **status)
-        self._write_report()
+        if self.environment:
+            status["environment"] = self.environment
+        if self.environment_changes:
+            status["environment_changed"] = self.environment_changes
+        self._catch_up_trackers(None, force=True)
+        self._write_report({"state": state, **status})
         self.trackers.log_artifact(self.run_dir / SPEC_FILE, None)
         self.trackers.log_artifact(self.journal.path, None)  # every value, table and event: the run's record
         self.trackers.finish(tracker_status or state)
+        if self.trackers.failed:
+            status["trackers_behind"] = self.trackers.failed
+        write_status(self.run_dir, state, **status)
         analysis = analysis or {}
         return RunOutcome(
             self.run_spec.run_key, self.run_dir, state, reason, analysis.get("verdicts", []), analysis.get("events", []),

@@ -119,8 +119,18 @@ def write_status(run_dir: Path, state: str, **details: Any) -> None:
     """``state`` is ``running``, ``completed`` or ``failed`` (with a ``reason``); written atomically."""
     path = Path(run_dir) / STATUS_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"state": state, **details}, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps({"state": state, **details}, indent=2, default=str)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        # A full disk has no room for a second copy, yet the status must say why the run stopped: rewrite it in
+        # place, its old blocks freed first. Only here, since a crash in that instant would tear it.
+        tmp.unlink(missing_ok=True)
+        with path.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def replace_json(path: Path, data: Any) -> None:

@@ -133,7 +133,9 @@ class Run:
         for key, measure in self._measures_by_key().items():
             if key in state.get("measures", {}):
                 measure.load_state_dict(state["measures"][key])
-        self.journal.truncate_after(step)
+        # Back to what the journal held when this checkpoint was written (its position; older checkpoints have
+        # only their step): values after it, and the end of a run killed during its analysis, are recorded again.
+        self.journal.truncate_after(step, state.get("journal_records"))
         self.journal.append_event("resume", step=step, checkpoint=path.name)
         log.info("resuming %s from step %d", self.run_dir, step)
         return True
@@ -163,7 +165,11 @@ class Run:
 
     def _checkpoint(self) -> None:
         measure_states = {key: m.state_dict() for key, m in self._measures_by_key().items()}
-        state = {**self.trainer.state_dict(), "measures": {k: v for k, v in measure_states.items() if v}}
+        state = {
+            **self.trainer.state_dict(),
+            "measures": {k: v for k, v in measure_states.items() if v},
+            "journal_records": self.journal.position(),
+        }
         save_checkpoint(self.run_dir / CHECKPOINT_DIR, self.trainer.step, state)
 
     def _train(self, resumed: bool) -> None:
@@ -222,9 +228,11 @@ class Run:
         write_resolved_spec(self.run_dir, self.run_spec)
         self._prepare()
         resumed = self._resume_or_start()
-        write_status(self.run_dir, "running", run_key=self.run_spec.run_key, resumed=resumed)
+        environment = self.recorder.check_environment()
+        write_status(self.run_dir, "running", run_key=self.run_spec.run_key, resumed=resumed, environment=environment)
         self.journal.append_event(
             "start",
+            environment=environment,
             device=str(self.device),
             autocast=self.spec.training.autocast,
             n_params=count_parameters(self.model),
@@ -247,7 +255,10 @@ class Run:
         except Exception as error:  # noqa: BLE001 - a bug or a full disk: the run says so, the sweep goes on
             reason = f"{type(error).__name__}: {error}"
             log.exception("run %s failed at step %d", self.run_spec.display_name, self.trainer.step)
-            self.journal.append_event("failed", step=self.trainer.step, reason=reason, traceback=traceback.format_exc())
+            try:
+                self.journal.append_event("failed", step=self.trainer.step, reason=reason, traceback=traceback.format_exc())
+            except OSError as journal_error:  # a full disk may not take even this line; status.json still will
+                log.error("could not journal the failure of %s: %s", self.run_dir, journal_error)
             return self._finish("failed", reason)
         analysis = self.recorder.analyze(self.task.chance_exact_match, self.task.level_chance)
         return self._finish("completed", analysis=analysis)

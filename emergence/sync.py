@@ -51,7 +51,9 @@ def sync_run(run_dir: Path, only: list[str] | None = None) -> SyncResult:
     status = read_status(run_dir)
     started = [e for e in journal.events if e.get("event") == "start"]
     last_start = started[-1] if started else {}
-    start = TrackerStart.of(run_spec, str(last_start.get("device", "unknown")), int(last_start.get("n_params", 0)))
+    start = TrackerStart.of(
+        run_spec, str(last_start.get("device", "unknown")), int(last_start.get("n_params", 0)), last_start.get("environment")
+    )
     options = [t.model_dump() for t in run_spec.spec.tracking if only is None or t.backend in only]
     built, broken = build_trackers(options, run_dir)
     result = SyncResult(run_dir, failed=dict(broken))

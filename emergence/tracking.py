@@ -240,7 +240,9 @@ class TrackerStart:
         return self.run_key, self.name, self.group, self.tags, self.config
 
     @classmethod
-    def of(cls, run_spec: RunSpec, device: str, n_params: int) -> TrackerStart:
+    def of(cls, run_spec: RunSpec, device: str, n_params: int, environment: Mapping[str, Any] | None = None) -> TrackerStart:
+        """``environment``: what the run's numbers depend on besides the spec (``emergence.environment``), as
+        ``run.<key>`` params beside the device and the parameter count."""
         spec = run_spec.spec
         tags = {"emergence.spec": spec.name}
         task = getattr(spec, "task", None)  # a monitored run (someone else's loop) has none
@@ -262,6 +264,7 @@ class TrackerStart:
         config = resolved_config(run_spec)
         params = flatten({k: v for k, v in config.items() if k not in ("tracking", "execution", "grid")})
         params.update({"run.device": device, "run.n_params": n_params})
+        params.update({f"run.{key}": value for key, value in (environment or {}).items()})
         return cls(run_spec.run_key, run_spec.display_name, spec.name, tags, config, params)
 
 

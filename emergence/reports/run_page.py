@@ -51,10 +51,14 @@ KNOWN_VERDICTS = ("precursor", "synchronous", "lagging", "no_signal", "no_emerge
 
 
 
-def write_report(run_dir: Path) -> Path:
-    """Write the plots and ``report.html`` into ``run_dir``; return the path of ``report.html``."""
+def write_report(run_dir: Path, status: dict[str, Any] | None = None) -> Path:
+    """Write the plots and ``report.html`` into ``run_dir``; return the path of ``report.html``. ``status`` is
+    the run's status when it is not yet in ``status.json``: a run writes its report before its final status,
+    so that one killed in between is not taken for finished."""
     run_dir = Path(run_dir)
     data = load_run_data(run_dir)
+    if status is not None:
+        data.status = status
     behavior_plot = plot_behavior(data, run_dir / BEHAVIOR_PLOT)
     plots = ([behavior_plot] if behavior_plot else []) + plot_geometry_families(data, run_dir) + plot_signal_families(data, run_dir) + plot_probes(data, run_dir)
     for stale in run_dir.glob("robustness*.png"):  # a grid drawn again with fewer rows needs fewer figures

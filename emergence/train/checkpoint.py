@@ -21,9 +21,32 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, **state}, tmp)
+    try:
+        # Through a Python file, not a path: torch's own writer reports a full disk as "unexpected pos 576 vs
+        # 534", while a Python write raises the OSError that says what happened.
+        with tmp.open("wb") as handle:
+            torch.save({"step": step, **state}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before it takes the real name
+    except BaseException as error:
+        # A full disk: the half-written file goes at once, so that the run has room to record why it stopped.
+        tmp.unlink(missing_ok=True)
+        cause = _os_error_in(error)
+        if cause is not None:  # say which file the disk could not take
+            raise OSError(cause.errno, f"{cause.strerror} (writing checkpoint {path.name})", str(tmp)) from error
+        raise
     os.replace(tmp, path)  # a killed run never leaves a half-written checkpoint under the real name
     return path
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind ``error`` (itself, or one it was raised from or during), if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:

@@ -24,6 +24,7 @@ from emergence_mlflow.store import (
     TABLES_DIR,
     VERDICT_TABLES,
     missing_local_store,
+    open_client,
     resolve_tracking_uri,
     run_id_of,
 )
@@ -84,7 +85,7 @@ def _client(source: str | None) -> tuple[MlflowClient, str]:
     missing = missing_local_store(tracking_uri)
     if missing is not None:
         raise LookupError(f"no MLflow store at {tracking_uri} ({missing} does not exist)")
-    return MlflowClient(tracking_uri=tracking_uri), tracking_uri
+    return open_client(tracking_uri), tracking_uri
 
 
 def _emergence_runs(client: MlflowClient, experiment_id: str) -> list[Any]:

@@ -1,16 +1,20 @@
 """Which MLflow store a reference names, and where an emergence run keeps its things in that store.
 
 The names of the tags, metrics and artifacts an emergence run writes (``tracker.py``) are the names
-``reading.py`` looks for when it reads runs back, so both take them from here; imports run one way:
-``tracker`` -> ``reading`` -> ``store``.
+``reading.py`` looks for when it reads runs back, so both take them from here, and both open a store through
+``open_client``; imports run one way: ``tracker`` -> ``reading`` -> ``store``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from mlflow import MlflowClient
 from mlflow.environment_variables import MLFLOW_TRACKING_URI
 from sqlalchemy.engine import make_url
 
@@ -107,6 +111,46 @@ def missing_local_store(tracking_uri: str) -> Path | None:
         folder = Path(unquote(urlsplit(tracking_uri).path))
         return None if folder.exists() else folder
     return None
+
+
+def open_client(tracking_uri: str) -> MlflowClient:
+    """An ``MlflowClient`` for ``tracking_uri``, whose store is opened one process at a time when it is SQLite.
+
+    Opening a SQLite store that is new (or older than this MLflow) creates or migrates its tables, and MLflow
+    does that without a lock: two processes that open a fresh ``mlflow.db`` at the same moment both run the
+    migrations, and all but one fail (``duplicate column name: step``, ``table runs already exists``). The
+    client opens its store as it is made, so making it under an exclusive lock on the database's folder lets
+    the first process migrate and the others find the tables done. Only processes that open the store through
+    here take the lock: an ``mlflow ui`` started at the same moment on a store that does not exist yet can
+    still race (docs/reliability.md).
+    """
+    database = _sqlite_database(tracking_uri)
+    if database is None:
+        return MlflowClient(tracking_uri=tracking_uri)
+    with _folder_lock(Path(database).absolute().parent):
+        return MlflowClient(tracking_uri=tracking_uri)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock on a folder (flock on its descriptor): nothing to create or clean up, and the
+    OS drops it when a holder dies. Without flock (not POSIX), or on a folder that cannot be opened (MLflow will
+    say why), no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
 
 
 def _sqlite_database(tracking_uri: str) -> str | None:

@@ -68,6 +68,7 @@ from emergence_mlflow.store import (
     SWEEP_TAG,
     TABLES_DIR,
     is_mlflow_reference,
+    open_client,
     resolve_tracking_uri,
     sqlite_artifact_location,
 )
@@ -252,7 +253,7 @@ class MlflowTracker:
         # Built on first use, not in __init__: for SQLite it opens (and may create and migrate) the
         # database, which can fail, and the core builds trackers outside TrackerFanout's protection.
         if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._client = open_client(self.tracking_uri)  # a new SQLite store is migrated by one process at a time
         return self._client
 
     # -- lifecycle -------------------------------------------------------------------------------
