@@ -195,10 +195,11 @@ class Monitor:
         write_resolved_spec(self.run_dir, self.run_spec)
         self._superseded = False
         self._last_step: int | None = None
-        write_status(self.run_dir, "running", run_key=self.run_spec.run_key, monitored=True)
+        environment = self.recorder.check_environment()
+        write_status(self.run_dir, "running", run_key=self.run_spec.run_key, monitored=True, environment=environment)
         self.recorder.journal.append_event(
             "start", device=str(self.device), n_params=self.n_params, version=__version__, model=type(self.model).__name__,
-            monitor=True,
+            monitor=True, environment=environment,
         )
         self.recorder.start_trackers(str(self.device), self.n_params)
 

@@ -137,7 +137,7 @@ class SeriesRun:
                 self.journal.path.unlink()  # stopped before its first checkpoint was saved: start clean
             return {}, None
         state = torch.load(state_file, weights_only=False)
-        self.journal.truncate_after(state["step"])
+        self.journal.truncate_after(state["step"], state.get("journal_records"))  # as runner.Run: the position wins
         self._saved_measures = state["measures"]
         self.unused = frozenset(state["unused"])
         hashes = {int(e["step"]): e["hash"] for e in self.journal.read().events if e.get("event") == CHECKPOINT_EVENT}
@@ -147,7 +147,10 @@ class SeriesRun:
     def _save_state(self, step: int) -> None:
         folder = self.run_dir / CHECKPOINT_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        state = {"step": step, "unused": sorted(self.unused), "measures": [m.state_dict() for m in self.measures]}
+        state = {
+            "step": step, "unused": sorted(self.unused), "measures": [m.state_dict() for m in self.measures],
+            "journal_records": self.journal.position(),
+        }
         torch.save(state, folder / (STATE_FILE + ".tmp"))
         (folder / (STATE_FILE + ".tmp")).replace(folder / STATE_FILE)  # atomic: a kill leaves the old state whole
 
@@ -215,9 +218,13 @@ class SeriesRun:
         self._prepare()
         self.unused: frozenset[str] = frozenset()
         hashes, after = self._done()
-        write_status(self.run_dir, "running", run_key=self.run_spec.run_key, resumed=after is not None, series=True)
+        environment = self.recorder.check_environment()
+        write_status(
+            self.run_dir, "running", run_key=self.run_spec.run_key, resumed=after is not None, series=True, environment=environment
+        )
         self.journal.append_event(
-            "start", device=str(self.device), version=__version__, checkpoints=len(self.checkpoints), from_step=after
+            "start", device=str(self.device), version=__version__, checkpoints=len(self.checkpoints), from_step=after,
+            environment=environment,
         )
         self.recorder.start_trackers(str(self.device), 0)
         try:
