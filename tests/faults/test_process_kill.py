@@ -44,9 +44,10 @@ def checkpoint(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step_{step:08d}.pt"
 
 
-def read_from_pipe(pipe: Path, process, at_least: int) -> bytes:
-    """Read ``at_least`` bytes of what the run writes into ``pipe``, then stop reading: the writer blocks,
-    mid-checkpoint, once the pipe's buffer is full."""
+def kill_while_writing_into(pipe: Path, process, at_least: int) -> bytes:
+    """Read ``at_least`` bytes of what the run writes into ``pipe``, stop reading (the writer blocks, mid-checkpoint,
+    once the pipe's buffer is full), SIGKILL the run, and only then close the pipe: closed first, the run's next
+    write would fail with a broken pipe instead."""
     reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
     taken = b""
     try:
@@ -58,6 +59,8 @@ def read_from_pipe(pipe: Path, process, at_least: int) -> bytes:
                 taken += os.read(reader, at_least - len(taken))
             time.sleep(0.005)
         time.sleep(0.2)  # the writer fills the pipe's buffer and blocks inside torch.save
+        assert process.poll() is None, "the run stopped writing its checkpoint by itself"
+        stop(process)
         return taken
     finally:
         os.close(reader)
@@ -96,8 +99,7 @@ def test_sigkill_at_four_points_then_rerun_is_the_reference_run(tmp_path, refere
     os.mkfifo(partial)
     started = time.monotonic()
     process = start_run(spec_path, log)
-    torn = read_from_pipe(partial, process, 4096)
-    stop(process)
+    torn = kill_while_writing_into(partial, process, 4096)
     resume_times.append(time.monotonic() - started)  # bounded above by the time to reach step 40
     partial.unlink()
     partial.write_bytes(torn)
