@@ -30,6 +30,8 @@ from emergence.tracking import (
 log = logging.getLogger(__name__)
 
 TRACKER_RETRY_SECONDS = 30.0  # how often a run tries to bring a tracker that fell behind up to date
+# Begins with "interrupted", as the reason of a run interrupted in training does: trackers then call it that.
+INTERRUPTED_AT_THE_END = "interrupted while writing its report and finishing its trackers; run the same spec again to finish it"
 
 
 class RunRecorder:
@@ -214,14 +216,23 @@ class RunRecorder:
             status["environment"] = self.environment
         if self.environment_changes:
             status["environment_changed"] = self.environment_changes
-        self._catch_up_trackers(None, force=True)
-        self._write_report({"state": state, **status})
-        self.trackers.log_artifact(self.run_dir / SPEC_FILE, None)
-        self.trackers.log_artifact(self.journal.path, None)  # every value, table and event: the run's record
-        self.trackers.finish(tracker_status or state)
-        if self.trackers.failed:
-            status["trackers_behind"] = self.trackers.failed
-        write_status(self.run_dir, state, **status)
+        try:
+            self._catch_up_trackers(None, force=True)
+            self._write_report({"state": state, **status})
+            self.trackers.log_artifact(self.run_dir / SPEC_FILE, None)
+            self.trackers.log_artifact(self.journal.path, None)  # every value, table and event: the run's record
+            self.trackers.finish(tracker_status or state)
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM) in the end itself: the status below still says that the run stopped,
+            # and a run that was completing says it did not finish, so that running it again does the end again.
+            if state == "completed":
+                state = "failed"
+                status["reason"] = INTERRUPTED_AT_THE_END
+            raise
+        finally:
+            if self.trackers.failed:
+                status["trackers_behind"] = self.trackers.failed
+            write_status(self.run_dir, state, **status)
         analysis = analysis or {}
         return RunOutcome(
             self.run_spec.run_key, self.run_dir, state, reason, analysis.get("verdicts", []), analysis.get("events", []),
