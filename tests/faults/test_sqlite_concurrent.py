@@ -33,16 +33,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 WRITERS = 4
 
-# Each process waits for the same instant, then makes a tracker, starts a run on the fresh store, logs a few
-# steps and finishes: the store is first opened by all four within a few milliseconds.
+# Each process imports everything, says it is ready, and waits for the go file; then it starts a run on the
+# fresh store, logs a few steps and finishes: the store is first opened by all four within a few milliseconds.
 TRACKER_SCRIPT = """
 import sys, time
 from pathlib import Path
 from emergence_mlflow import MlflowTracker
 
-uri, run_key, at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+uri, run_key, gate = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 tracker = MlflowTracker({"backend": "mlflow", "tracking_uri": uri, "experiment": "race"}, run_dir=Path("."))
-while time.time() < at:
+(gate / run_key).touch()
+while not (gate / "go").exists():
     time.sleep(0.001)
 tracker.start(run_key, run_key, "race", {}, {"seed": run_key})
 tracker.log_params({"seed": run_key})
@@ -55,14 +56,19 @@ print("ok", run_key)
 
 def test_trackers_opening_one_fresh_sqlite_store_at_the_same_instant_all_succeed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    at = time.time() + 15  # past every process's imports, even on a busy machine
+    gate = tmp_path / "gate"
+    gate.mkdir()
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", TRACKER_SCRIPT, uri, f"race{i}", str(at)],
+            [sys.executable, "-c", TRACKER_SCRIPT, uri, f"race{i}", str(gate)],
             cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for i in range(WRITERS)
     ]  # fmt: skip
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while len(list(gate.iterdir())) < WRITERS and time.monotonic() < deadline and all(p.poll() is None for p in processes):
+        time.sleep(0.01)
+    (gate / "go").touch()
     outputs = [process.communicate(timeout=RUN_TIMEOUT_S)[0] for process in processes]
     for process, output in zip(processes, outputs, strict=True):
         assert process.returncode == 0, output[-3000:]
