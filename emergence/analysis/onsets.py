@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from emergence import registry
+from emergence.analysis.declarations import declared_by
 from emergence.analysis.precursor import change_point_onset
 from emergence.measures.onset_rules import (
     DEFAULT_RULE,
@@ -41,12 +41,7 @@ def measure_onset_rules(measures: Iterable[Any]) -> list[DeclaredRule]:
     """The rules the spec's measures declare, in the spec's order: each measure's ``Options`` (its
     declaration's for a built-in, the class's own for a plugin) validated from the spec's options and asked
     for its ``onset_rules``. Options without the method (a plugin's plain pydantic model) declare none."""
-    rules: list[DeclaredRule] = []
-    for measure in measures:
-        options = registry.measures.info(measure.name).Options.model_validate(measure.options())
-        declare = getattr(options, "onset_rules", None)
-        rules.extend(declare() if callable(declare) else ())
-    return rules
+    return declared_by(measures, "onset_rules")
 
 
 def builtin_onset_rules() -> list[DeclaredRule]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from emergence import registry
+from emergence.analysis.declarations import declared_by
 from emergence.analysis.onsets import matches
 from emergence.spec.schema import AnalysisSpec
 
@@ -31,12 +31,7 @@ NOT_SIGNAL_PREFIXES = ("behavior/", "train/", "cost/")
 def measure_bookkeeping_keys(measures: Iterable[Any]) -> list[str]:
     """The bookkeeping patterns the spec's measures declare (their options' ``bookkeeping_keys``); options
     without the method (a plugin's plain pydantic model) declare none, so all their keys are signals."""
-    patterns: list[str] = []
-    for measure in measures:
-        options = registry.measures.info(measure.name).Options.model_validate(measure.options())
-        declare = getattr(options, "bookkeeping_keys", None)
-        patterns.extend(declare() if callable(declare) else ())
-    return patterns
+    return declared_by(measures, "bookkeeping_keys")
 
 
 def builtin_bookkeeping_keys() -> list[str]:

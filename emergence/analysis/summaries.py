@@ -15,19 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from emergence import registry
+from emergence.analysis.declarations import declared_by
 from emergence.analysis.onsets import matches
 from emergence.record import JournalContents
 
 
 def measure_summaries(measures: Iterable[Any]) -> list[tuple[str, str]]:
     """(key pattern, statistic) pairs the spec's measures declare; options without the method declare none."""
-    declared: list[tuple[str, str]] = []
-    for measure in measures:
-        options = registry.measures.info(measure.name).Options.model_validate(measure.options())
-        declare = getattr(options, "summaries", None)
-        declared.extend(declare() if callable(declare) else ())
-    return declared
+    return declared_by(measures, "summaries")
 
 
 def mode_summary(steps: np.ndarray, values: np.ndarray, event_step: int | None) -> dict[str, Any] | None:
