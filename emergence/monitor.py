@@ -100,9 +100,7 @@ class Monitor:
         self.measures, site_layers = self._build_measures(positions, total_steps)
         self._capture = ModuleCapture(model, site_layers, positions)
         self._check_capture()
-        self.schedule = MeasurementSchedule(
-            self.spec.schedule.every, self.spec.schedule.log_spaced_until, NO_LAST_STEP if total_steps is None else total_steps
-        )
+        self.schedule = MeasurementSchedule.from_spec(self.spec.schedule, NO_LAST_STEP if total_steps is None else total_steps)
         self.recorder = RunRecorder(self.run_spec)
         self.run_dir = self.recorder.run_dir
         self._lock = RunDirectoryLock(self.run_dir, wait_seconds=0)

@@ -118,7 +118,7 @@ class Run:
         self.train_eval = self.task.train.subset(torch.arange(min(len(self.task.train), TRAIN_EVAL_SIZE)))
         self.setup = measure_setup(spec, self.task, self.device)
         self.measures = build_measures(self.run_spec, self.setup)
-        self.schedule = MeasurementSchedule(spec.schedule.every, spec.schedule.log_spaced_until, spec.training.steps)
+        self.schedule = MeasurementSchedule.from_spec(spec.schedule, spec.training.steps)
 
     def _resume_or_start(self) -> bool:
         """Load the latest checkpoint if there is one; returns whether this run resumed."""

@@ -28,6 +28,9 @@ def canonical_form(spec: Spec | BaseModel) -> str:
         if not task.shuffle_answers:
             task_excluded.add("shuffle_answers")  # added later: runs on the real answers keep their form
         excluded["task"] = task_excluded
+    schedule = getattr(spec, "schedule", None)
+    if schedule is not None and schedule.dense_until == 0:
+        excluded["schedule"] = {"dense_until", "dense_every"}  # added later: specs without a dense start keep their keys
     analysis = getattr(spec, "analysis", None)
     if analysis is not None and analysis.control is None:
         excluded["analysis"] = {"control"}

@@ -314,6 +314,10 @@ class MeasureSpec(BaseModel):
 class ScheduleSpec(Strict):
     every: PositiveInt = 50
     log_spaced_until: int = Field(0, ge=0, description="also measure at powers of two up to this step")
+    # Early collapse can finish within a few dozen steps (every layer of a 4-layer model on modular addition
+    # at p = 59 reaches its floor by step 25); ordering the layers' collapses needs measurements that close.
+    dense_until: int = Field(0, ge=0, description="also measure every dense_every steps up to this step (0 = no dense start)")
+    dense_every: PositiveInt = Field(5, description="the cadence before dense_until")
 
 
 class EmergenceSpec(Strict):

@@ -161,9 +161,7 @@ class JacobianStudy:
 
     def _study(self, problem: JacobianProblem) -> dict[str, Any]:
         spec, study = self.spec, self.study
-        schedule = MeasurementSchedule(
-            spec.schedule.every, spec.schedule.log_spaced_until, spec.training.steps
-        )
+        schedule = MeasurementSchedule.from_spec(spec.schedule, spec.training.steps)
         params = problem.layout.unflatten(problem.theta0)
         self.recorder.record(0, {"train/lr": problem.schedule.lrs[0], **problem.evaluate(params)})
 

@@ -104,3 +104,19 @@ def test_defaults_are_filled_so_equal_specs_share_a_key(tiny_raw, write_spec):
     (a,) = resolve(str(write_spec(tiny_raw, "a.yaml")))
     (b,) = resolve(str(write_spec(explicit, "b.yaml")))
     assert a.run_key == b.run_key
+
+
+def test_dense_start_measures_closely_early_and_leaves_other_keys_alone(tiny_raw, write_spec):
+    from emergence.schedule import MeasurementSchedule
+    from emergence.spec.identity import canonical_form
+
+    (plain,) = resolve(str(write_spec(tiny_raw)))
+    (dense,) = resolve(str(write_spec(tiny_raw)), ["schedule.dense_until=30", "schedule.dense_every=3"])
+    assert "dense_until" not in canonical_form(plain.spec)  # specs written before the field keep their run keys
+    assert plain.run_key != dense.run_key
+    steps = MeasurementSchedule.from_spec(dense.spec.schedule, 100).steps()
+    every = dense.spec.schedule.every
+    expected_early = {s for s in range(0, 31, 3)}
+    assert expected_early <= set(steps)
+    assert all(s % every == 0 or s in expected_early or s == 100 or (s & (s - 1) == 0) for s in steps)
+    assert not any(30 < s < 100 and s % every for s in steps)
