@@ -23,11 +23,37 @@ class RunSpec:
 
     @property
     def display_name(self) -> str:
-        suffix = ",".join(f"{k}={v}" for k, v in self.grid_point.items())
+        suffix = ",".join(point_label(k, v) for k, v in self.grid_point.items())
         name = f"{self.spec.name}[{suffix}]" if suffix else self.spec.name
         task = getattr(self.spec, "task", None)  # a monitored run has none
         # A shuffled-label run shares its twin's name and grid point; trackers must tell the two apart.
         return f"{name}:shuffled" if task is not None and task.shuffle_answers else name
+
+
+def point_label(path: str, value: Any) -> str:
+    if isinstance(value, dict):  # a section merged in: name what it changes
+        return f"{path}(" + ",".join(f"{k}={v}" for k, v in value.items()) + ")"
+    return f"{path}={value}"
+
+
+def grid_value_into(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set one grid value at its dotted path. A mapping is merged into the mapping the spec has there, so a
+    grid over whole sections (``task: [{name: copy, level: 1, train_size: 900}, ...]``) changes only what it
+    names and keeps the rest of the base section; any other value replaces what is there."""
+    current: Any = raw
+    for part in parts:
+        current = current.get(part) if isinstance(current, dict) else None
+    if isinstance(value, dict) and isinstance(current, dict):
+        value = merge_mappings(current, value)
+    set_path(raw, parts, value)
+
+
+def merge_mappings(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in changes.items():
+        both_mappings = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge_mappings(merged[key], value) if both_mappings else copy.deepcopy(value)
+    return merged
 
 
 def expand(raw: dict[str, Any], source: str) -> list[RunSpec]:
@@ -43,7 +69,7 @@ def expand(raw: dict[str, Any], source: str) -> list[RunSpec]:
         point_raw = copy.deepcopy(without_grid)
         try:
             for path, value in point.items():
-                set_path(point_raw, path.split("."), copy.deepcopy(value))
+                grid_value_into(point_raw, path.split("."), copy.deepcopy(value))
             spec = validate(point_raw, source)
         except KeyError as error:
             problems.append(SpecProblem(f"grid.{path}", str(error).strip("'\""), given=value))

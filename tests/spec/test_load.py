@@ -120,3 +120,17 @@ def test_dense_start_measures_closely_early_and_leaves_other_keys_alone(tiny_raw
     assert expected_early <= set(steps)
     assert all(s % every == 0 or s in expected_early or s == 100 or (s & (s - 1) == 0) for s in steps)
     assert not any(30 < s < 100 and s % every for s in steps)
+
+
+def test_a_grid_over_sections_merges_each_into_the_base(tiny_raw, write_spec):
+    tiny_raw["task"] = {"name": "parity", "level": 1, "train_size": 200, "test_size": 64, "diagnostic_size": 32, "difficulty": {1: "easy", 2: "hard"}}
+    tiny_raw["grid"] = {"task": [{"name": "copy", "level": 1, "train_size": 300}, {"name": "modular_arithmetic", "level": 2}]}
+    first, second = resolve(str(write_spec(tiny_raw)))
+    assert (first.spec.task.name, first.spec.task.level, first.spec.task.train_size) == ("copy", 1, 300)
+    assert (second.spec.task.name, second.spec.task.level) == ("modular_arithmetic", 2)
+    assert second.spec.task.train_size == tiny_raw["task"]["train_size"]  # kept from the base section
+    assert {first.spec.task.test_size, second.spec.task.test_size} == {64}
+    assert second.spec.task.difficulty == {1: "easy", 2: "hard"}
+    assert first.display_name.endswith("[task(level=1,name=copy,train_size=300)]")
+    tiny_raw["grid"] = {"model.act_fn": ["relu", "gelu"]}  # scalars still replace
+    assert [r.spec.model.act_fn for r in resolve(str(write_spec(tiny_raw)))] == ["relu", "gelu"]
