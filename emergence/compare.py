@@ -5,8 +5,9 @@ A source is a run directory or a folder of them (read here), or a reference that
 tracking URI or a W&B run folder). ``emergence compare`` prints one row per run; ``emergence.load_runs``
 returns the same runs as ``RunResult``s.
 
-Columns: run key, spec, task, level, model size, seed, state, emergence step, then one column per signal
-(``verdict (lead)``) and per probed feature (``quiet (lead)``), so runs of a sweep line up side by side.
+Columns: run key, spec, task, level, model size, seed, state, emergence step, the run a null control
+controls (``control_of``: empty for a real run; a control sorts right after its run), then one column per
+signal (``verdict (lead)``) and per probed feature (``quiet (lead)``), so runs of a sweep line up side by side.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from emergence.rundir import SPEC_FILE, RunResult, is_run_directory, read_run_result
+from emergence.spec.controls import CONTROL_OF_TAG
 from emergence.tracking import RUN_RECORD_FIELDS, RUN_RECORD_REF, named_reader, store_reader
 
 FORMATS = ("table", "markdown", "csv", "json")
-FIXED_COLUMNS = ("run_key", "spec", "task", "level", "n_layers", "d_model", "n_params", "seed", "state", "emergence_step")
+RUN_COLUMNS = ("run_key", "spec", "task", "level", "n_layers", "d_model", "n_params", "seed", "state", "emergence_step")
+FIXED_COLUMNS = (*RUN_COLUMNS, "control_of")
 DEFAULT_SOURCE = "runs"
 
 
 def cells(run: RunResult) -> dict[str, Any]:
     """The fixed columns, then ``<signal>`` -> ``verdict (lead)`` for signals and probed features."""
-    out: dict[str, Any] = {name: getattr(run, name) for name in FIXED_COLUMNS}
+    out: dict[str, Any] = {name: getattr(run, name) for name in RUN_COLUMNS}
+    out["control_of"] = run.tags.get(CONTROL_OF_TAG)
     for verdict in run.verdicts:
         name = verdict.get("signal") or f"feature/{verdict.get('feature')}"
         lead = verdict.get("lead_steps")
@@ -94,7 +98,11 @@ def select(
 def render(rows: Sequence[RunResult], fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
-    table_cells = [cells(row) for row in sorted(rows, key=lambda r: (r.spec, str(r.task), str(r.level), str(r.d_model), str(r.seed), r.run_key))]
+    def order(run: RunResult) -> tuple[str, ...]:
+        controlled = run.tags.get(CONTROL_OF_TAG)  # a control sorts right after the run it controls
+        return (run.spec, str(run.task), str(run.level), str(run.n_layers), str(run.d_model), str(run.seed), controlled or run.run_key, "1" if controlled else "0")
+
+    table_cells = [cells(row) for row in sorted(rows, key=order)]
     columns = list(FIXED_COLUMNS) + sorted({key for c in table_cells for key in c} - set(FIXED_COLUMNS))
     if fmt == "json":
         return json.dumps([{col: c.get(col) for col in columns} for c in table_cells], indent=2, default=str)

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from emergence.record import JOURNAL_FILE, read_journal
+from emergence.spec.controls import CONTROL_OF_TAG, CONTROL_TAG, control_twin, controlled_run_key
 from emergence.spec.grid import RunSpec
 from emergence.spec.identity import run_key
 from emergence.spec.schema import MONITOR_KIND, MonitorSpec, Spec
@@ -292,6 +293,7 @@ def read_run_result(run_dir: Path, state: str | None = None, reason: str | None 
     events = analysis.get("events") or []
     model, task = resolved.get("model") or {}, resolved.get("task") or {}
     tags = {k: str(v) for tracking in resolved.get("tracking") or [] for k, v in (tracking.get("tags") or {}).items()}
+    tags |= control_tags(run_dir, resolved)
     return RunResult(
         run_key=str(resolved.get("run_key", run_dir.name)),
         spec=str(resolved.get("name", run_dir.parent.name)),
@@ -313,6 +315,18 @@ def read_run_result(run_dir: Path, state: str | None = None, reason: str | None 
         source=str(run_dir),
         ref=str(run_dir),
     )
+
+
+def control_tags(run_dir: Path, resolved: dict[str, Any]) -> dict[str, str]:
+    """The tags a tracker gives a run of a control pair (``emergence.control_of`` on the control, ``emergence.control``
+    on the real run), found from the run directory alone, so a folder of runs tells the two apart as a store does."""
+    if not (resolved.get("analysis") or {}).get("control") or "task" not in resolved:
+        return {}
+    run_spec = read_run_spec(run_dir)
+    if (controlled := controlled_run_key(run_spec.spec)) is not None:
+        return {CONTROL_OF_TAG: controlled}
+    twin = control_twin(run_spec)
+    return {CONTROL_TAG: twin.run_key} if twin is not None else {}
 
 
 def _n_params(run_dir: Path, status: dict[str, Any]) -> Any:

@@ -84,3 +84,10 @@ def test_the_control_twin_stays_at_chance_and_is_linked_to_its_run_in_mlflow(tmp
     # The analysis again from the two directories alone gives the same flags (emergence report RUN).
     again = reanalyze(run_dir)
     assert [v["specific"] for v in again["verdicts"]] == [v["specific"] for v in analysis["verdicts"]]
+
+    # emergence compare tells the pair apart, from the run directories as from the MLflow store.
+    from emergence.compare import read_runs, render
+
+    for source in (tmp_path / "runs", sqlite_tracking_uri):
+        rows = json.loads(render(read_runs(source, "controls" if source == sqlite_tracking_uri else None), "json"))
+        assert [(r["run_key"], r["control_of"]) for r in rows] == [(run.run_key, None), (twin.run_key, run.run_key)]
