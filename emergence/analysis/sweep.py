@@ -23,6 +23,7 @@ from scipy.stats import kendalltau
 from emergence.analysis.intervals import cv_interval, median_interval, wilson_interval
 from emergence.numbers import finite_number, is_finite_number, json_safe
 from emergence.rundir import read_analysis, read_status
+from emergence.spec.grid import point_label
 
 if TYPE_CHECKING:
     from emergence.rundir import RunOutcome
@@ -466,7 +467,7 @@ def condition_of(entry: SweepEntry) -> str:
     """The run's grid point without its seed (``training.optimizer.weight_decay=1.0``): the seeds of one
     condition are its repetitions."""
     point = {key: value for key, value in entry.grid_point.items() if key != "seed"}
-    return ", ".join(f"{key}={value}" for key, value in point.items()) or CONDITION_ALL
+    return ", ".join(point_label(key, value) for key, value in point.items()) or CONDITION_ALL
 
 
 def condition_rows(entries: Sequence[SweepEntry]) -> list[dict[str, Any]]:
@@ -496,6 +497,12 @@ def condition_rows(entries: Sequence[SweepEntry]) -> list[dict[str, Any]]:
                 "synchronous": sum(v.get("verdict") == "synchronous" for v in emerged),
                 "lagging": sum(v.get("verdict") == "lagging" for v in emerged),
                 "no_signal": sum(v.get("verdict") == "no_signal" for v in emerged),
+                # Of the verdicts where it emerged: the same over the robustness grid; onset not shared by the control.
+                "robust": sum(v.get("robust") is True for v in emerged),
+                "specific": sum(v.get("specific") is True for v in emerged),
+                "trusted_precursor": sum(
+                    v.get("verdict") == "precursor" and v.get("robust") is True and v.get("specific") is True for v in emerged
+                ),
                 "mean_lead_steps": float(np.mean(leads)) if leads else None,
                 "mean_precursor_lead_steps": float(np.mean(precursor_leads)) if precursor_leads else None,
                 "leads": leads,

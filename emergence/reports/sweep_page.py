@@ -43,9 +43,10 @@ RATE_COLUMNS = (
 )
 TOP_DOWN_COLUMNS = ("family", "size", "tasks", "n", "top_down", "rate")
 CONDITION_COLUMNS = (
-    "signal", "condition", "runs", "events", "precursor", "synchronous", "lagging", "no_signal", "mean_lead_steps",
-    "leads", "no_event", "false_alarms", "false_alarm_onsets", "onset_rules",
+    "signal", "condition", "runs", "events", "precursor", "synchronous", "lagging", "no_signal", "robust", "specific",
+    "trusted_precursor", "mean_lead_steps", "leads", "no_event", "false_alarms", "false_alarm_onsets", "onset_rules",
 )
+FOLD_ROWS = 60
 CONCORDANCE_COLUMNS = ("n_items", "n_runs", "n_pairs", "concordant", "discordant", "ties", "concordance", "kendall_tau")
 
 
@@ -243,7 +244,10 @@ def _condition_section(summary: Mapping[str, Any], has_plot: bool) -> str:
         "<p>Runs grouped by their grid point without the seed. Where the capability emerged: how many verdicts "
         "were precursors and each signal's lead in steps (negative: it came after). Where it never emerged: a "
         "<strong>false alarm</strong> is a signal that still showed an onset. A rule that always finds one (the "
-        "peak) false-alarms in every such run by construction; the rule is in the last column.</p>"
+        "peak) false-alarms in every such run by construction; the rule is in the last column. <em>robust</em>, "
+        "<em>specific</em>: of the verdicts where it emerged, how many stayed the same over the robustness grid and "
+        "how many had an onset the shuffled-label control did not share; <em>trusted_precursor</em>: precursors "
+        "that were both.</p>"
     )
     shown = [
         {
@@ -258,7 +262,9 @@ def _condition_section(summary: Mapping[str, Any], has_plot: bool) -> str:
     parts = [intro]
     if has_plot:
         parts.append(_figure(CONDITIONS_PLOT, "precursors where the capability emerged, false alarms where it did not"))
-    parts.append(table(CONDITION_COLUMNS, shown))
+    condition_table = table(CONDITION_COLUMNS, shown)
+    # A big grid (the anatomy study: 48 conditions x a dozen signals) folds its table away behind its figure.
+    parts.append(condition_table if len(shown) <= FOLD_ROWS else _details(f"Per signal and condition, {len(shown)} rows", condition_table))
     return "\n".join(parts)
 
 

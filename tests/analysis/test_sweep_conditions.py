@@ -75,3 +75,18 @@ def test_the_summary_report_and_trackers_carry_the_conditions(tmp_path):
     assert values["false_alarms/commutator/defect/training.optimizer.weight_decay_0.0"] == 1.0
     assert values["precursors/commutator/defect/training.optimizer.weight_decay_1.0"] == 2.0
     assert values["mean_lead_steps/commutator/defect/training.optimizer.weight_decay_1.0"] == 250.0
+
+
+def test_condition_rows_count_robust_specific_and_trusted_precursors():
+    trusted = {**signal("geometry/rankme/resid_post/L1", 300, 100, "precursor"), "robust": True, "specific": True}
+    shared_with_control = {**signal("geometry/rankme/resid_post/L1", 400, 50, "precursor"), "robust": True, "specific": False}
+    fragile = {**signal("geometry/rankme/resid_post/L1", 500, 400, "precursor"), "robust": False, "specific": True}
+    entries = [run(key, 1.0, seed, [verdict]) for seed, (key, verdict) in enumerate(zip("abc", (trusted, shared_with_control, fragile), strict=True))]
+    (only,) = condition_rows(entries)
+    assert (only["precursor"], only["robust"], only["specific"], only["trusted_precursor"]) == (3, 2, 2, 1)
+
+
+def test_a_section_in_the_grid_point_is_named_by_what_it_changes():
+    entry = grid()[0]
+    sectioned = SweepEntry(**{**entry.__dict__, "grid_point": {"task": {"level": 3, "name": "sort"}, "seed": 0}})
+    assert condition_of(sectioned) == "task(level=3,name=sort)"
