@@ -10,6 +10,7 @@ still have checkpoints, measurements on a schedule, a slow measurement to kill, 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -133,6 +134,22 @@ def wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes] | N
         time.sleep(poll)
 
 
+def run_here(run_spec: Any, progress: Callable[[Any, Mapping[str, float]], None] | None = None) -> Any:
+    """``run_one`` in this process, on the spec's torch threads as ``emergence run`` would set them (so that it is
+    the reference run bit for bit), and this process's own thread count back afterwards. For cases whose fault is
+    injected between two steps (``progress`` is called after each): no Python start to pay."""
+    import torch
+
+    from emergence.runner import run_one
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(run_spec.spec.execution.threads_per_worker or threads)
+    try:
+        return run_one(run_spec, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
 # -- reading what a run left ------------------------------------------------------------------------------
 
 
@@ -195,6 +212,41 @@ def count_lost_and_duplicated(run_dir: Path, reference_dir: Path) -> tuple[int, 
     return lost, duplicated
 
 
+def comparable(value: Any) -> Any:
+    """A value as the journal, MLflow or W&B holds it, in a form that compares equal when it is the same
+    number: the journal writes a non-finite float as text, and a NaN equals nothing, itself included."""
+    if isinstance(value, str) and value.lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+        value = float(value)
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return value
+
+
+def journal_history(run_dir: Path) -> dict[str, list[tuple[int, Any]]]:
+    """Every metric of the journal as (step, value) in step order: what a tracker's history must hold."""
+    history: dict[str, list[tuple[int, Any]]] = {}
+    for record in records(run_dir):
+        for key, value in record.get("values", {}).items():
+            history.setdefault(key, []).append((record["step"], comparable(value)))
+    return {key: sorted(entries, key=lambda entry: entry[0]) for key, entries in history.items()}
+
+
+def assert_history_is_the_journals(history: Mapping[str, list[tuple[int, Any]]], reference_dir: Path) -> tuple[int, int]:
+    """A tracker's history holds every value the reference journaled, once, and the same (timings: only their
+    steps). Returns (values lost, values duplicated) for the benchmark table, before asserting both are 0."""
+    expected = journal_history(reference_dir)
+    got = {key: entries for key, entries in history.items() if key in expected}
+    lost = sum(len({step for step, _ in entries} - {step for step, _ in got.get(key, [])}) for key, entries in expected.items())
+    duplicated = sum(len(entries) - len({step for step, _ in entries}) for entries in got.values())
+    assert (lost, duplicated) == (0, 0), f"{lost} values lost, {duplicated} duplicated"
+    for key, entries in expected.items():
+        if key.startswith(TIMING_PREFIX):
+            assert [step for step, _ in got[key]] == [step for step, _ in entries], key
+        else:
+            assert sorted(((step, comparable(value)) for step, value in got[key]), key=lambda entry: entry[0]) == entries, key
+    return lost, duplicated
+
+
 def assert_matches_reference(run_dir: Path, reference_dir: Path) -> None:
     """Completed, with the reference's journal values and tables (same lines in the same order: no step
     missing, none twice), analysis, verdicts and final weights, timings aside."""
@@ -244,11 +296,20 @@ def mlflow_history(tracking_uri: str, run_key: str, experiment: str = SPEC_NAME)
     }
 
 
-def assert_same_mlflow_history(tracking_uri: str, reference_uri: str, run_key: str, experiment: str = SPEC_NAME) -> None:
+def assert_same_mlflow_history(
+    tracking_uri: str,
+    reference_uri: str,
+    run_key: str,
+    experiment: str = SPEC_NAME,
+    reference_experiment: str | None = None,
+    unlike_params: tuple[str, ...] = (),
+) -> None:
     """The same metrics at the same steps, each once, with the same values (timings: only the steps); the same
-    params; FINISHED."""
+    params (but ``unlike_params``: a grid run's ``grid_point.*`` and ``sweep_key`` against a lone reference run);
+    FINISHED."""
+    reference_experiment = reference_experiment or experiment
     got = mlflow_history(tracking_uri, run_key, experiment)
-    expected = mlflow_history(reference_uri, run_key, experiment)
+    expected = mlflow_history(reference_uri, run_key, reference_experiment)
     assert got.keys() == expected.keys()
     for key, history in got.items():
         steps = [step for step, _ in history]
@@ -257,9 +318,21 @@ def assert_same_mlflow_history(tracking_uri: str, reference_uri: str, run_key: s
             assert steps == [step for step, _ in expected[key]], key
         else:
             assert history == expected[key], key
-    run, reference = mlflow_run(tracking_uri, run_key, experiment), mlflow_run(reference_uri, run_key, experiment)
+    run, reference = mlflow_run(tracking_uri, run_key, experiment), mlflow_run(reference_uri, run_key, reference_experiment)
     assert run.info.status == "FINISHED"
-    assert run.data.params == reference.data.params
+
+    def params(found: Any) -> dict[str, str]:
+        return {key: value for key, value in found.data.params.items() if not key.startswith(unlike_params)}
+
+    assert params(run) == params(reference)
+
+
+def mlflow_lost_and_duplicated(tracking_uri: str, run_key: str, run_dir: Path, experiment: str = SPEC_NAME) -> tuple[int, int]:
+    """Values the run journaled that its MLflow run does not hold, and values it holds more than once."""
+    history = mlflow_history(tracking_uri, run_key, experiment)
+    expected = {(r["step"], key) for r in records(run_dir) for key in r.get("values", {})}
+    logged = [(step, key) for key, entries in history.items() for step, _ in entries if not key.startswith("summary/")]
+    return len(expected - set(logged)), len(logged) - len(set(logged))
 
 
 def files_under(*roots: Path) -> Iterator[Path]:

@@ -32,6 +32,12 @@ What the core relies on, and the W&B behaviour behind each choice:
   against our ``step`` by name, which takes precedence over the host's glob and leaves its charts as they
   were. Our config and params go under the config key ``emergence``; tables and summary keys keep their
   names (the host has none of them).
+* **An offline run whose files are deleted says so.** Offline, W&B appends everything to one record file
+  (``run-<id>.wandb``). Deleted while the run is open (its folder or the whole ``wandb/`` directory
+  removed), W&B goes on writing into the unlinked file without a word, and the whole run is lost. Every
+  call checks that the file it started is still there; when it is not, the tracker closes that run and
+  raises ``RunFilesLost``, so the core counts it behind and its catch-up starts the run again (same id,
+  a new folder) and replays the journal into it: the new folder holds the whole run.
 """
 
 from __future__ import annotations
@@ -87,6 +93,20 @@ CLOUD_API_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
 LOGGED_IN_MODES = ("online", "shared")
 # Old spellings W&B still accepts in $WANDB_MODE.
 _MODE_ALIASES = {"dryrun": "offline", "run": "online"}
+
+
+class RunFilesLost(RuntimeError):
+    """The record file of an offline W&B run was deleted while the run was open: what it held is gone."""
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, or None when there is no such file: a file deleted and made again by
+    someone else is not the one W&B holds open."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 class ModeChoice(NamedTuple):
@@ -222,6 +242,9 @@ class WandbTracker:
         self.adopted = False  # logging into a run someone else made and will end (options["run_id"])
         self._adopted_config: dict[str, Any] = {}
         self._defined: set[str] = set()  # keys defined against our step by name (adopted runs)
+        # Offline: the run's record file, and its identity once seen (see RunFilesLost).
+        self._run_file: Path | None = None
+        self._run_file_identity: tuple[int, int] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -270,6 +293,8 @@ class WandbTracker:
         self.mode = choice.mode
         self.run_key = run_key
         self._active = True
+        self._run_file = Path(self.run.settings.sync_file) if choice.mode == "offline" else None
+        self._run_file_identity = file_identity(self._run_file) if self._run_file is not None else None
         self._config_paths = dotted_paths(config)
         self._artifacts = {}
         self._sent_values = {}
@@ -301,6 +326,7 @@ class WandbTracker:
         self.mode = run.settings.mode
         self.run_key = run_key
         self.adopted = True
+        self._run_file = self._run_file_identity = None  # its owner's files
         self._active = True
         self._config_paths = dotted_paths(config)
         self._adopted_config = dict(config)
@@ -446,7 +472,33 @@ class WandbTracker:
     def _require_run(self) -> Any:
         if not self._active:
             raise RuntimeError("WandbTracker.start must be called before logging, and not after finish")
+        self._check_run_file()
         return self.run
+
+    def _check_run_file(self) -> None:
+        """Offline: raise ``RunFilesLost`` once the run's record file is gone (see the module docstring),
+        after closing the run, so that the next ``start`` opens it again in a new folder."""
+        if self._run_file is None:
+            return
+        identity = file_identity(self._run_file)
+        if self._run_file_identity is None:  # W&B had not made it yet when the run started
+            self._run_file_identity = identity
+            return
+        if identity == self._run_file_identity:
+            return
+        lost, run = self._run_file, self.run
+        self._active = False
+        self._artifacts = {}
+        self._run_file = self._run_file_identity = None
+        try:
+            run.finish(exit_code=1)
+        except Exception as error:  # noqa: BLE001 - it is lost either way; the new run is what matters
+            log.debug("wandb: closing the run whose file was deleted failed: %s", error)
+        raise RunFilesLost(
+            f"the W&B run file {lost} was deleted while run {self.run_key} was open (the folder or the wandb/ "
+            "directory removed?): what it held is gone; the run starts again in a new folder and the journal "
+            "is replayed into it (or later: emergence sync RUN_DIR)"
+        )
 
     def _require_run_key(self) -> str:
         self._require_run()
