@@ -180,7 +180,7 @@ def summarize_sweep(entries: Sequence[SweepEntry], sweep_key: str, name: str) ->
     per run); ``precursor_rate`` (by_signal, by_family; rates with Wilson intervals, median leads with bootstrap
     intervals, robust and specific shares); ``top_down`` (rate per family and size); ``collapse_floor``
     (primary_signal, rows, each CV with an interval);
-    ``concordance`` (by_signal, by_family; family rows carry their items); ``by_condition`` (per signal and
+    ``concordance`` (by_signal, by_family, by_family_difficulty; family rows carry their items); ``by_condition`` (per signal and
     grid condition: precursors where the event came, false alarms where it did not); ``summaries`` (per
     summarised key and condition: each run's whole-run value, such as k*'s mode). Only runs that did
     not fail and left an analysis count in the sections after ``runs``.
@@ -208,6 +208,7 @@ def summarize_sweep(entries: Sequence[SweepEntry], sweep_key: str, name: str) ->
         "concordance": {
             "by_signal": concordance_rows(items, signal_name, "signal", across_runs_only=False, keep_items=False),
             "by_family": concordance_rows(items, family_of, "family", across_runs_only=True, keep_items=True),
+            "by_family_difficulty": concordance_within_classes(items),
         },
         "by_condition": condition_rows(analysed),
         "summaries": summary_rows(analysed),
@@ -702,6 +703,17 @@ def concordance_rows(
                 **({"items": [{k: m[k] for k in ITEM_FIELDS} for m in members]} if keep_items else {}),
             }
         )
+    return rows
+
+
+def concordance_within_classes(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Concordance per family within each difficulty class: whether onsets order the events among runs of one
+    class (the anatomy study's within-class figure), where a sweep across classes could be concordant only
+    because hard tasks both change and emerge later."""
+    rows = []
+    for difficulty in sorted({item["difficulty"] for item in items}, key=difficulty_sort_key):
+        members = [item for item in items if item["difficulty"] == difficulty]
+        rows += [{"difficulty": difficulty, **row} for row in concordance_rows(members, family_of, "family", True, False)]
     return rows
 
 

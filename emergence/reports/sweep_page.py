@@ -371,6 +371,10 @@ def _concordance_section(summary: Mapping[str, Any], has_plot: bool) -> str:
     if has_plot:
         parts.append(_figure(CONCORDANCE_PLOT, "onset step against emergence step per signal family"))
     parts.append(table(("family", *CONCORDANCE_COLUMNS), by_family))
+    within = concordance.get("by_family_difficulty") or []
+    if len({row.get("difficulty") for row in within}) > 1:  # with one class it is the table above
+        parts.append("<p>Within each difficulty class (runs of one class only):</p>")
+        parts.append(table(("family", "difficulty", *CONCORDANCE_COLUMNS), within))
     if by_signal:
         parts.append(_details(f"Per signal (layer), {len(by_signal)} rows", table(("signal", *CONCORDANCE_COLUMNS, "kendall_p"), by_signal)))
     return "\n".join(parts)

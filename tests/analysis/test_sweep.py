@@ -297,3 +297,20 @@ def test_a_sweep_of_tiny_runs_writes_its_summary_and_report(tiny_raw, write_spec
     row = by(refreshed["precursor_rate"]["by_signal"], signal=f"{RANKME}/L1", difficulty="L1")
     assert (row["precursor"], row["runs"]) == (1, 2)
     assert refreshed["runs"][0]["seed"] == 0 and refreshed["counts"]["completed"] == 2
+
+
+def test_concordance_within_a_class_can_fail_where_across_classes_it_holds():
+    # Easy runs change and emerge early, hard ones late: across classes the order looks perfect, yet within
+    # each class the earlier onset belongs to the later event.
+    signal = f"{RANKME}/L0"
+    entries = [
+        entry("e1", [verdict(signal, 100, 20)], level=1, event_step=100),
+        entry("e2", [verdict(signal, 150, 10)], level=1, event_step=150),
+        entry("h1", [verdict(signal, 800, 300)], level=3, event_step=800),
+        entry("h2", [verdict(signal, 900, 200)], level=3, event_step=900),
+    ]
+    concordance = summarize_sweep(entries, "key", "demo")["concordance"]
+    overall = by(concordance["by_family"], family=RANKME)
+    assert (overall["concordant"], overall["discordant"]) == (4, 2)
+    within = concordance["by_family_difficulty"]
+    assert [(r["difficulty"], r["concordant"], r["discordant"], r["concordance"]) for r in within] == [("L1", 0, 1, 0.0), ("L3", 0, 1, 0.0)]
