@@ -1,10 +1,9 @@
-"""The MLflow tracking server (a real ``mlflow server`` on 127.0.0.1) killed with SIGKILL in the middle of a
-run and started again later: training never stops, the tracker catches up from the journal once the server is
-back, and the server's history is the reference run's, every value once."""
+"""The MLflow tracking server (a real ``mlflow server`` on 127.0.0.1, the session's) killed with SIGKILL in the
+middle of a run and started again later: training never stops, the tracker catches up from the journal once the
+server is back, and the server's history is the reference run's, every value once."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -18,10 +17,9 @@ from tests.faults.harness import (
     events,
     fault_spec,
     last_value_step,
-    mlflow_history,
+    mlflow_lost_and_duplicated,
     mlflow_tracking,
     record_fault,
-    records,
     run_dir_of,
     start_run,
     status_of,
@@ -29,7 +27,7 @@ from tests.faults.harness import (
     wait_for,
     write_spec,
 )
-from tests.integration.conftest import MlflowServer, free_port
+from tests.integration.conftest import MlflowServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -44,45 +42,37 @@ def kill_server(server: MlflowServer) -> None:
     server._wait_until_port_free()
 
 
-def test_mlflow_server_killed_mid_run_and_restarted_is_caught_up_from_the_journal(tmp_path, reference):
-    root = tmp_path / "server"
-    root.mkdir()
-    server = MlflowServer(root, free_port())
-    server.start()
-    try:
-        spec_path = write_spec(tmp_path / "spec.yaml", fault_spec(tmp_path / "runs", mlflow_tracking(server.uri)))
-        run_dir = run_dir_of(spec_path)
-        log = tmp_path / "run.log"
-        process = start_run(spec_path, log)
-        try:
-            wait_for(lambda: (last_value_step(run_dir) or -1) >= 4, process, "the measurement at step 4")
-            kill_server(server)
-            # The run trains on without its tracker, to checkpoint 20 at least.
-            wait_for((run_dir / "checkpoints" / "step_00000020.pt").exists, process, "checkpoint 20")
-            assert process.poll() is None
-            # Held while the server starts again (seconds), so that it is back before the run's end.
-            os.kill(process.pid, signal.SIGSTOP)
-            restarted = time.monotonic()
-            try:
-                server.start()
-            finally:
-                os.kill(process.pid, signal.SIGCONT)
-            assert process.wait(timeout=RUN_TIMEOUT_S) == 0, log.read_text(errors="replace")[-4000:]
-        finally:
-            stop(process)
-        caught_up = time.monotonic() - restarted
+EXPERIMENT = "restart"  # the session's server is shared by the cases; each keeps to an experiment of its own
 
-        status = status_of(run_dir)
-        assert "trackers_behind" not in status, status
-        assert [e["tracker"] for e in events(run_dir, "tracker_caught_up")] == ["mlflow"]
-        assert_matches_reference(run_dir, reference.run_dir)
-        assert_same_mlflow_history(server.uri, reference.tracking_uri, reference.run_key)
-        history = mlflow_history(server.uri, reference.run_key)
-        expected = {(r["step"], key) for r in records(run_dir) for key in r.get("values", {})}
-        logged = [(step, key) for key, entries in history.items() for step, _ in entries if not key.startswith("summary/")]
-        lost = len(expected - set(logged))
-        duplicated = len(logged) - len(set(logged))
-        record_fault("MLflow server SIGKILLed mid-run, restarted", 1, 1, lost, duplicated, round(caught_up, 1))
+
+def test_mlflow_server_killed_mid_run_and_restarted_is_caught_up_from_the_journal(tmp_path, reference, mlflow_server):
+    server = mlflow_server
+    spec_path = write_spec(tmp_path / "spec.yaml", fault_spec(tmp_path / "runs", mlflow_tracking(server.uri, EXPERIMENT)))
+    run_dir = run_dir_of(spec_path)
+    log = tmp_path / "run.log"
+    process = start_run(spec_path, log)
+    try:
+        wait_for(lambda: (last_value_step(run_dir) or -1) >= 4, process, "the measurement at step 4")
+        kill_server(server)
+        # The run trains on without its tracker, to checkpoint 20 at least.
+        wait_for((run_dir / "checkpoints" / "step_00000020.pt").exists, process, "checkpoint 20")
+        assert process.poll() is None
+        # Held while the server starts again (seconds), so that it is back before the run's end.
+        os.kill(process.pid, signal.SIGSTOP)
+        restarted = time.monotonic()
+        try:
+            server.start()
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        assert process.wait(timeout=RUN_TIMEOUT_S) == 0, log.read_text(errors="replace")[-4000:]
     finally:
-        with contextlib.suppress(Exception):
-            server.stop()
+        stop(process)
+    caught_up = time.monotonic() - restarted
+
+    status = status_of(run_dir)
+    assert "trackers_behind" not in status, status
+    assert [e["tracker"] for e in events(run_dir, "tracker_caught_up")] == ["mlflow"]
+    assert_matches_reference(run_dir, reference.run_dir)
+    assert_same_mlflow_history(server.uri, reference.tracking_uri, reference.run_key, EXPERIMENT, "faults")
+    lost, duplicated = mlflow_lost_and_duplicated(server.uri, reference.run_key, run_dir, EXPERIMENT)
+    record_fault("MLflow server SIGKILLed mid-run, restarted", 1, 1, lost, duplicated, round(caught_up, 1))
