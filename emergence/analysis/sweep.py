@@ -411,6 +411,7 @@ def trust(judged: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     interval = wilson_interval(trusted, len(judged)) if decided else None
     return {
         "robust": sum(v.get("robust") is True for v in robust_known),
+        "robust_known": len(robust_known),
         "robust_share": sum(v.get("robust") is True for v in robust_known) / len(robust_known) if robust_known else None,
         "specific": sum(v.get("specific") is True for v in specific_known),
         "specific_known": len(specific_known),

@@ -314,3 +314,34 @@ def test_concordance_within_a_class_can_fail_where_across_classes_it_holds():
     assert (overall["concordant"], overall["discordant"]) == (4, 2)
     within = concordance["by_family_difficulty"]
     assert [(r["difficulty"], r["concordant"], r["discordant"], r["concordance"]) for r in within] == [("L1", 0, 1, 0.0), ("L3", 0, 1, 0.0)]
+
+
+def test_the_readme_tables_pool_sizes_per_class(tmp_path, capsys):
+    """examples/anatomy_tables.py: the final layer's rate pooled over two sizes, with the Wilson interval of
+    the pooled counts; every table present."""
+    import runpy
+
+    from emergence.analysis.intervals import wilson_interval
+
+    def run(key: str, size: str, layers: int, level: int, onsets: list[int | None], event: int | None) -> SweepEntry:
+        signals = [f"{RANKME}/L{i}" for i in range(layers)]
+        verdicts = [{**verdict(s, event, o), "robust": True, "specific": o is not None and o > 10} for s, o in zip(signals, onsets, strict=True)]
+        collapse = [floor_row(s, 2.0 + i) for i, s in enumerate(signals)]
+        return entry(key, verdicts, collapse, size=size, level=level, event_step=event)
+
+    entries = [
+        run("a", "2x64", 2, 1, [5, 20], 100),  # final layer (L1) precursor, specific
+        run("b", "4x64", 4, 1, [5, 5, 5, 100], 100),  # final layer (L3) synchronous
+        run("c", "4x64", 4, 3, [5, 5, 5, 5], None),  # no event: not judged
+    ]
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(summarize_sweep(entries, "key", "anatomy")))
+    script = Path(__file__).resolve().parents[2] / "examples" / "anatomy_tables.py"
+    runpy.run_path(str(script), run_name="not_main")["main"]([str(path)])
+    out = capsys.readouterr().out
+    low, high = wilson_interval(1, 2)
+    assert f"| {RANKME} | final layer | L1 | 2 | 50% [{100 * low:.0f}, {100 * high:.0f}] (1/2) | 1 / 0 / 0 |" in out
+    assert f"| {RANKME} | all layers | L1 | 6 |" in out
+    for title in ("Emergence step per task", "Collapse floor", "Top-down collapse", "Concordance"):
+        assert title in out
+    assert "| binary_addition | L3 | – | – |" in out  # never emerged at either size
