@@ -353,7 +353,8 @@ def record_fault(fault: str, injected: int, survived: int, lost: int, duplicated
     path = os.environ.get(FAULT_TABLE_ENV)
     if not path:
         return
-    row = {"fault": fault, "injected": injected, "survived": survived, "lost": lost, "duplicated": duplicated, "resume_s": resume_s}
+    test = Path(os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0]).name  # which case: a failed one writes no row
+    row = {"test": test, "fault": fault, "injected": injected, "survived": survived, "lost": lost, "duplicated": duplicated, "resume_s": resume_s}
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(row) + "\n")
 
