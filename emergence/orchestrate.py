@@ -15,6 +15,7 @@ from typing import Any
 from emergence import registry
 from emergence.executors import ProgressSink, RunMessage
 from emergence.numbers import as_float
+from emergence.resources import check_memory
 from emergence.rundir import RunOutcome, completed_outcome, is_completed, run_directory
 from emergence.spec.controls import control_twin
 from emergence.spec.grid import RunSpec
@@ -70,7 +71,9 @@ def execute(runs: Sequence[RunSpec], force: bool = False, progress: ProgressSink
 
 def check_inputs(runs: Sequence[RunSpec]) -> None:
     """What a spec names outside itself and cannot be fixed mid-sweep, checked before any run or tracker run
-    starts: every checkpoint of a series on disk or in the HF cache. Raises ``SpecError``."""
+    starts: that the runs fit in memory, and every checkpoint of a series on disk or in the HF cache. Raises
+    ``SpecError``."""
+    check_memory(runs)
     series = [run for run in runs if isinstance(run.spec.model, CheckpointSeriesSpec)]
     if not series:
         return
