@@ -19,9 +19,17 @@ from emergence.resources import check_memory
 from emergence.rundir import RunOutcome, completed_outcome, is_completed, run_directory
 from emergence.spec.controls import control_twin
 from emergence.spec.grid import RunSpec
-from emergence.spec.load import SpecError, SpecProblem
+from emergence.spec.load import NOT_GIVEN, SpecError, SpecProblem
 from emergence.spec.schema import CheckpointSeriesSpec
-from emergence.tracking import ForgetsRuns, SweepParent, SweepSummary, sanitize_key, tracker_classes_with
+from emergence.tracking import (
+    ChecksOptions,
+    ForgetsRuns,
+    SweepParent,
+    SweepSummary,
+    TrackerOptionError,
+    sanitize_key,
+    tracker_classes_with,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +79,9 @@ def execute(runs: Sequence[RunSpec], force: bool = False, progress: ProgressSink
 
 def check_inputs(runs: Sequence[RunSpec]) -> None:
     """What a spec names outside itself and cannot be fixed mid-sweep, checked before any run or tracker run
-    starts: that the runs fit in memory, and every checkpoint of a series on disk or in the HF cache. Raises
-    ``SpecError``."""
+    starts: the trackers' options (those that can check them), that the runs fit in memory, and every
+    checkpoint of a series on disk or in the HF cache. Raises ``SpecError``."""
+    check_tracker_options(runs)
     check_memory(runs)
     series = [run for run in runs if isinstance(run.spec.model, CheckpointSeriesSpec)]
     if not series:
@@ -85,6 +94,28 @@ def check_inputs(runs: Sequence[RunSpec]) -> None:
         except SeriesError as error:
             path, _, message = str(error).partition(": ")
             raise SpecError(run.source, [SpecProblem(path, message, run.spec.model.path or run.spec.model.name)]) from None  # type: ignore[union-attr]
+
+
+def check_tracker_options(runs: Sequence[RunSpec]) -> None:
+    """Each tracking entry that its tracker can check (``ChecksOptions``) checked by its spelling: a tracking URI
+    of an unknown scheme is refused now, not when the run starts to log with its directory made."""
+    problems: list[SpecProblem] = []
+    seen: set[tuple[int, str]] = set()
+    for run in runs:
+        for index, options in enumerate(run.spec.tracking):
+            entry = options.model_dump()
+            key = (index, json.dumps(entry, sort_keys=True, default=str))
+            if key in seen:
+                continue
+            seen.add(key)
+            for tracker_class, checked in tracker_classes_with(ChecksOptions, [entry]):
+                try:
+                    tracker_class.check_options(checked)
+                except TrackerOptionError as error:
+                    given = NOT_GIVEN if error.given is None else error.given
+                    problems.append(SpecProblem(f"tracking.{index}.{error.field}", str(error), given, error.allowed))
+    if problems:
+        raise SpecError(runs[0].source, problems)
 
 
 def _unique(runs: Sequence[RunSpec]) -> list[RunSpec]:

@@ -39,11 +39,13 @@ if TYPE_CHECKING:
     from emergence.tasks.base import EOS, PAD, Example, Split, Task, TaskData, TaskInputError, Vocab
     from emergence.tracking import (
         RUN_RECORD_FIELDS,
+        ChecksOptions,
         ForgetsRuns,
         RunReader,
         SweepParent,
         SweepSummary,
         Tracker,
+        TrackerOptionError,
         sanitize_key,
     )
 
@@ -72,6 +74,8 @@ _PUBLIC = {
     "SweepParent": "emergence.tracking",
     "ForgetsRuns": "emergence.tracking",
     "RunReader": "emergence.tracking",
+    "ChecksOptions": "emergence.tracking",
+    "TrackerOptionError": "emergence.tracking",
     "SweepSummary": "emergence.tracking",
     "RUN_RECORD_FIELDS": "emergence.tracking",
     "sanitize_key": "emergence.tracking",
@@ -96,10 +100,10 @@ _PUBLIC = {
 }
 
 __all__ = [
-    "EOS", "PAD", "RUN_RECORD_FIELDS", "CaptureRequest", "Cost", "Example", "ExecutionSpec", "Executor", "ExecutorUnavailable",
+    "EOS", "PAD", "RUN_RECORD_FIELDS", "CaptureRequest", "ChecksOptions", "Cost", "Example", "ExecutionSpec", "Executor", "ExecutorUnavailable",
     "ForgetsRuns", "Measure", "MeasureContext", "MeasureOptions", "MeasureSetup", "Position", "ProgressSink",
     "Registry", "RunMessage", "RunOutcome", "RunReader", "RunSpec", "SavedWeights", "Site", "Split", "SweepParent", "SweepSummary",
-    "Task", "TaskData", "TaskInputError", "Tracker", "UnknownNameError", "Vocab", "executors", "measures",
+    "Task", "TaskData", "TaskInputError", "Tracker", "TrackerOptionError", "UnknownNameError", "Vocab", "executors", "measures",
     "record_failure", "run_directory", "run_in_worker", "sanitize_key", "tasks", "trackers",
 ]
 

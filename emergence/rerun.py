@@ -9,6 +9,7 @@ key unless an override changes a result.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import yaml
 
 from emergence.rundir import RunResult, is_run_directory, read_resolved, spec_fields
 from emergence.tracking import store_reader
+
+_PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 def spec_of_run(ref: str, store: str | None = None) -> dict[str, Any]:
@@ -41,7 +44,9 @@ def spec_of_result(run: RunResult, store: str | None = None) -> dict[str, Any]:
 def write_fetched_spec(spec: dict[str, Any], ref: str) -> Path:
     """The fetched spec as a file (specs are files everywhere else: errors name it, runs record it)."""
     directory = Path(tempfile.mkdtemp(prefix="emergence-from-run-"))
-    path = directory / f"{spec.get('name', 'run')}.yaml"
+    # The name comes from a tracker, unvalidated: only a plain file name may become one (`../../x` must not).
+    name = str(spec.get("name", "run"))
+    path = directory / f"{name if _PLAIN_FILE_NAME.fullmatch(name) else 'run'}.yaml"
     header = f"# fetched by `emergence run --from-run {ref}`\n"
     path.write_text(header + yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path

@@ -124,6 +124,27 @@ class RunReader(Protocol):
         reference that does not say where it lives (an MLflow run id). Raises ``LookupError``."""
 
 
+class TrackerOptionError(ValueError):
+    """A tracker's option that cannot work, as ``ChecksOptions.check_options`` raises it: ``field`` is the option
+    (``tracking_uri``), the message says what was given and what is allowed."""
+
+    def __init__(self, field: str, message: str, given: Any = None, allowed: tuple[str, ...] | None = None) -> None:
+        self.field = field
+        self.given = given
+        self.allowed = allowed
+        super().__init__(message)
+
+
+@runtime_checkable
+class ChecksOptions(Protocol):
+    """Refuses its entry of a spec's ``tracking`` list before any run directory or tracker run exists, by what the
+    options say alone (no store is opened, nothing is created): an unknown tracking URI scheme, say."""
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Raise ``TrackerOptionError`` for an option this tracker cannot use."""
+
+
 # What a RunReader returns for each run: what `emergence compare` prints. A record may also hold "ref": the
 # run as `fetch_resolved_spec` takes it from the same store (an MLflow run id), so a run found by
 # `emergence.load_runs` can be run again (`emergence.spec_of`).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,10 +57,40 @@ def merge_mappings(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, A
     return merged
 
 
+# Every run of a grid is resolved (validated, keyed) before any runs, and every one is a training run; a
+# product past this is a mistake (a list where a range was meant, one path too many), not a sweep.
+MAX_GRID_RUNS = 10_000
+
+
+def check_grid_size(grid: dict[str, list[Any]], source: str) -> None:
+    """Refuse a grid whose product is past ``MAX_GRID_RUNS`` from the lengths of its lists, before expanding it."""
+    runs = math.prod(len(values) for values in grid.values())
+    if runs > MAX_GRID_RUNS:
+        factors = " x ".join(f"{path}: {len(values):,}" for path, values in grid.items())
+        raise SpecError(source, [SpecProblem(
+            "grid", f"given a grid of {runs:,} runs ({factors}); allowed: at most {MAX_GRID_RUNS:,} runs per spec "
+            "(split the sweep into several specs, or give fewer values)", given=runs,
+        )])
+
+
+def once_each(problems: list[SpecProblem]) -> list[SpecProblem]:
+    """A problem every grid point shares (a misspelt grid path) said once, with how many points have it."""
+    by_problem: dict[tuple[str, str], list[SpecProblem]] = {}
+    for problem in problems:
+        by_problem.setdefault((problem.path.split(" (grid point ")[0], problem.message), []).append(problem)
+    said = []
+    for same in by_problem.values():
+        first = same[0]
+        more = f" (and {len(same) - 1} more grid point(s))" if len(same) > 1 else ""
+        said.append(SpecProblem(first.path + more, first.message, first.given, first.allowed))
+    return said
+
+
 def expand(raw: dict[str, Any], source: str) -> list[RunSpec]:
     """Validate the spec, then every grid point, before anything runs: a bad point fails the whole sweep early."""
     base = validate(raw, source)
     grid = base.grid
+    check_grid_size(grid, source)
     without_grid = {k: v for k, v in copy.deepcopy(raw).items() if k != "grid"}
     runs = []
     problems: list[SpecProblem] = []
@@ -79,7 +110,7 @@ def expand(raw: dict[str, Any], source: str) -> list[RunSpec]:
             continue
         runs.append(RunSpec(spec=spec, run_key=run_key(spec), source=source, grid_point=point))
     if problems:
-        raise SpecError(source, problems)
+        raise SpecError(source, once_each(problems))
     if len(runs) > 1:
         key = sweep_key([r.run_key for r in runs])
         runs = [dataclasses.replace(r, sweep_key=key) for r in runs]

@@ -7,17 +7,18 @@ what is allowed (with "did you mean" for misspellings). Nothing is created befor
 from __future__ import annotations
 
 import copy
+import reprlib
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
 from emergence.registry import did_you_mean
-from emergence.spec.schema import FieldError, MeasureOptionsError, MonitorSpec, Spec
+from emergence.spec import safe_yaml
+from emergence.spec.schema import PATTERN_MEANINGS, FieldError, MeasureOptionsError, MonitorSpec, Spec
 
 
 class _NotGiven:
@@ -60,6 +61,16 @@ class SpecError(Exception):
         return "\n".join(f"error: {self.source}: {p.path or '(top level)'}: {p.message}" for p in self.problems)
 
 
+_REPR = reprlib.Repr()  # (3.11 takes no keyword arguments)
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxset = 3, 8, 8, 8, 8
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 80, 80, 40
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to a line: a given value can be a huge list (a grid, an expanded alias)."""
+    return _REPR.repr(value)
+
+
 def dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
@@ -67,25 +78,51 @@ def dotted(loc: tuple[Any, ...]) -> str:
 def read_yaml(path: Path) -> dict[str, Any]:
     source = str(path)
     if not path.exists():
-        raise SpecError(source, [SpecProblem("", "file not found", given=source)])
+        raise SpecError(source, [SpecProblem(
+            "", f"file not found: given {source!r} (from {Path.cwd()}); allowed: the path of a spec file", given=source
+        )])
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(source, [SpecProblem("", f"not valid YAML{where}: {getattr(error, 'problem', error)}")]) from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        given = error.object[max(error.start - 8, 0) : error.start + 8]
+        raise SpecError(source, [SpecProblem(
+            "", f"not UTF-8 text: given the bytes {given!r} at byte {error.start}; allowed: a YAML file in UTF-8", given=given
+        )]) from None
+    except OSError as error:  # a folder, a file it may not read
+        raise SpecError(source, [SpecProblem("", f"cannot be read ({error.strerror or error}); allowed: a readable YAML file", given=source)]) from None
+    try:
+        raw = safe_yaml.parse(text)
+    except safe_yaml.YamlProblem as problem:
+        raise SpecError(source, [_yaml_problem(problem)]) from None
     if not isinstance(raw, dict):
-        raise SpecError(source, [SpecProblem("", f"a spec is a mapping of sections, given {type(raw).__name__}", given=raw)])
+        what = "an empty file" if raw is None else f"a {type(raw).__name__} ({shown(raw)})"
+        raise SpecError(source, [SpecProblem(
+            "", f"given {what}; allowed: a mapping of sections ({', '.join(Spec.model_fields)}), with at least name and task",
+            given=raw, allowed=tuple(Spec.model_fields),
+        )])
     return raw
+
+
+def _yaml_problem(problem: safe_yaml.YamlProblem) -> SpecProblem:
+    return SpecProblem(problem.path, str(problem), NOT_GIVEN if problem.given is None else problem.given, problem.allowed)
+
+
+OVERRIDE_FORM = "dotted.path=value, e.g. model.n_layers=4 or tracking.0.experiment=foo"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
-        raise ValueError(f"override {text!r} is not of the form dotted.path=value")
+        raise ValueError(f"given {text!r}; allowed: {OVERRIDE_FORM}")
     path, value = text.split("=", 1)
-    if path.startswith("grid."):
-        return ["grid", path[len("grid.") :]], yaml.safe_load(value)
-    return path.split("."), yaml.safe_load(value)
+    parts = ["grid", path[len("grid.") :]] if path.startswith("grid.") else path.split(".")
+    if not all(parts):
+        raise ValueError(f"given {text!r}: the dotted path {path!r} has an empty part; allowed: {OVERRIDE_FORM}")
+    try:
+        parsed = safe_yaml.parse(value)
+    except safe_yaml.YamlProblem as problem:
+        inside = f" at {problem.path}" if problem.path else ""
+        raise ValueError(f"given {text!r}: its value{inside}: {problem}") from None
+    return parts, parsed
 
 
 def set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
@@ -96,7 +133,8 @@ def set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
         where = ".".join(parts[: depth + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise KeyError(f"{where}: no list item {part!r} (the list has {len(node)} items)")
+                indexes = f"an index of its {len(node)} items (0..{len(node) - 1})" if node else "none, the list is empty"
+                raise KeyError(f"{where}: no list item {part!r}; allowed: {indexes}")
             if last:
                 node[int(part)] = value
             else:
@@ -107,7 +145,8 @@ def set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
             else:
                 node = node.setdefault(part, {})
         else:
-            raise KeyError(f"{where}: cannot set a field inside a {type(node).__name__}")
+            above = ".".join(parts[:depth])
+            raise KeyError(f"{where}: {above} is {shown(node)} ({type(node).__name__}), not a section; allowed: a field of a mapping")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
@@ -215,10 +254,17 @@ def _field_path(loc: tuple[Any, ...], schema: type[BaseModel]) -> tuple[Any, ...
             models = _member_models(annotation)
         elif index == len(loc) - 1 and models:
             kept.append(part)  # an unknown field: the error is about it
-        elif not models and "[" not in str(part):
+        elif not models and "[" not in str(part) and str(part) not in _plain_members(annotation):
             kept.append(part)  # a key of a free-form mapping (tracking tags)
         # else: a member type of a union of plain types (literal['pythia']): not part of the spec's path
     return tuple(kept)
+
+
+def _plain_members(annotation: Any) -> set[str]:
+    """The names pydantic gives the plain-type members of a union in an error's loc (``str``, ``int``)."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return set()
+    return {arg.__name__ for arg in typing.get_args(annotation) if isinstance(arg, type)}
 
 
 def _describe(error: dict[str, Any], schema: type[BaseModel]) -> list[SpecProblem]:
@@ -234,7 +280,17 @@ def _describe(error: dict[str, Any], schema: type[BaseModel]) -> list[SpecProble
         given = NOT_GIVEN if inner_error.given is None else inner_error.given
         return [SpecProblem(dotted(loc + tuple(inner_error.path.split("."))), str(inner_error), given, inner_error.allowed)]
     allowed = sorted({name for parent in parents for name in parent.model_fields})
+    if kind == "missing" and loc and not isinstance(loc[-1], int):
+        return [_missing(loc, parents)]
     return [_problem(loc, error, allowed)]
+
+
+def _missing(loc: tuple[Any, ...], parents: list[type[BaseModel]]) -> SpecProblem:
+    """A required field left out, with what it takes (its pattern in words, or its description)."""
+    field = next((parent.model_fields[str(loc[-1])] for parent in parents if str(loc[-1]) in parent.model_fields), None)
+    pattern = next((getattr(m, "pattern", None) for m in (field.metadata if field else []) if getattr(m, "pattern", None)), None)
+    takes = PATTERN_MEANINGS.get(pattern or "") or (field.description if field else None)
+    return SpecProblem(dotted(loc), "required field is missing" + (f"; allowed: {takes}" if takes else ""))
 
 
 def _problem(loc: tuple[Any, ...], error: dict[str, Any], allowed_fields: list[str]) -> SpecProblem:
@@ -246,17 +302,23 @@ def _problem(loc: tuple[Any, ...], error: dict[str, Any], allowed_fields: list[s
         message = f"unknown field {name!r}{did_you_mean(name, allowed_fields)}; allowed: {', '.join(allowed_fields)}"
         return SpecProblem(path, message, name, tuple(allowed_fields))
     if kind == "missing":
+        if loc and isinstance(loc[-1], int):  # an item of a fixed-length list (betas: [0.9])
+            return SpecProblem(path, f"given {shown(given)}, which has no item {loc[-1]}: too few items", given)
         return SpecProblem(path, "required field is missing")
     if kind == "literal_error":
         expected = context.get("expected", "")
         choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",")]
-        return SpecProblem(path, f"given {given!r}{did_you_mean(str(given), choices)}; allowed: {expected}", given, tuple(choices))
+        return SpecProblem(path, f"given {shown(given)}{did_you_mean(str(given), choices)}; allowed: {expected}", given, tuple(choices))
+    if kind == "string_pattern_mismatch" and context.get("pattern") in PATTERN_MEANINGS:
+        return SpecProblem(path, f"given {shown(given)}; allowed: {PATTERN_MEANINGS[context['pattern']]}", given)
     message = error["msg"].removeprefix("Value error, ")
     allowed = getattr(context.get("error"), "allowed", None)  # an unknown name: what the registry offers
     allowed = tuple(str(a) for a in allowed) if allowed else None
-    if "given" in message or repr(given) in message:
+    # A validator's own message may already quote what was given ("unknown executor 'dask'"); pydantic's never
+    # do ("Input should be greater than 0" holds a 0, but not the given one).
+    if "given" in message or (kind == "value_error" and repr(given) in message):
         return SpecProblem(path, message, given, allowed)
-    return SpecProblem(path, f"{message} (given {given!r})", given, allowed)
+    return SpecProblem(path, f"{message} (given {shown(given)})", given, allowed)
 
 
 def validate(raw: dict[str, Any], source: str) -> Spec:

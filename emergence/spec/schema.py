@@ -65,7 +65,21 @@ def known_name(kind_registry: Registry, name: str) -> str:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # No inf or nan: `lr: .inf` is a typo's result, never a setting (nan already fails every bound).
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+# A spec's name is a folder of the run directory (<output_dir>/<name>/<run_key>/): one path component, so it
+# can never climb out (`..`, `/`), and short enough for every file system and tracker.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_MAX_LENGTH = 100
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
+PATTERN_MEANINGS = {  # what a person reads instead of the regular expression
+    NAME_PATTERN: "letters, digits, '_', '.' and '-', starting with a letter or digit (it names a folder: no '/', no '..')",
+    DEVICE_PATTERN: "auto, cpu, cuda, cuda:N or mps",
+}
+# torch.manual_seed takes at most 2^64 - 1, and measures seed their own streams with seed * 1_000_003 + step.
+MAX_SEED = 2**32 - 1
 
 
 class TaskSpec(Strict):
@@ -119,6 +133,11 @@ class TaskSpec(Strict):
             plan_levels(registry.tasks.get(self.name)(), self.level, self.params, self.train_size, self.test_size, self.diagnostic_size)
         except TaskInputError as error:
             raise FieldError(error.field, str(error)) from None
+        except (TypeError, ValueError, ArithmeticError) as error:  # a task (a plugin's) that does not check its params
+            raise FieldError(
+                "params", f"task {self.name!r} cannot use params {self.params!r} ({type(error).__name__}: {error}); allowed: "
+                "the values its levels use (`emergence sample TASK --level N` shows them)", self.params,
+            ) from None
         return self
 
 
@@ -168,7 +187,7 @@ class ModelSpec(Strict):
             return data
         name = data["preset"]
         if name not in MODEL_PRESETS:
-            raise FieldError("preset", f"unknown model preset {name!r}; allowed: {', '.join(MODEL_PRESETS)}")
+            raise FieldError("preset", f"unknown model preset {name!r}{did_you_mean(str(name), MODEL_PRESETS)}; allowed: {', '.join(MODEL_PRESETS)}")
         shape: dict[str, int | None] = {**MODEL_PRESETS[name], "d_mlp": None, "d_head": None}
         for key, value in shape.items():
             if data.get(key) is not None and data[key] != value:
@@ -217,7 +236,7 @@ class CheckpointSeriesSpec(Strict):
         "flag", description="flag: a checkpoint whose weights equal another step's is left out of the analysis; strict: the run fails"
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="the dtype checkpoints are loaded in")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto = CUDA when present")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto = CUDA when present")
 
     @model_validator(mode="after")
     def _one_place(self) -> CheckpointSeriesSpec:
@@ -227,6 +246,13 @@ class CheckpointSeriesSpec(Strict):
             raise FieldError("steps", "a repository's steps cannot be listed offline: give steps (pythia, or a list)")
         if "{step}" not in self.revision_format:
             raise FieldError("revision_format", f"given {self.revision_format!r}; it must contain {{step}}")
+        parts = self.revision_format.replace("\\", "/").split("/")
+        if self.revision_format.startswith(("/", "\\")) or ".." in parts:
+            # A local step's folder is path/<revision>: it must stay inside the series' folder.
+            raise FieldError(
+                "revision_format", f"given {self.revision_format!r}, which leads out of the series' folder; allowed: "
+                "a relative name with {step} and no '..' part (step{step}, checkpoint-{step})", self.revision_format,
+            )
         if isinstance(self.steps, list) and len(set(self.steps)) != len(self.steps):
             raise FieldError("steps", f"steps repeat: {sorted(s for s in set(self.steps) if self.steps.count(s) > 1)}")
         return self
@@ -276,7 +302,7 @@ class TrainingSpec(Strict):
     lr_schedule: LRScheduleSpec = LRScheduleSpec()
     grad_clip: PositiveFloat | None = 1.0
     checkpoint_every: PositiveInt = 500
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto = CUDA when present")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto = CUDA when present")
     autocast: Literal["bf16"] | None = Field(None, description="bf16 autocast for forward passes on CUDA")
 
 
@@ -462,9 +488,9 @@ DEFAULT_MEASURES: list[dict[str, Any]] = [
 
 
 class Spec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH)
     description: str = ""
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     task: TaskSpec
     model: AnyModelSpec = ModelSpec()
     training: TrainingSpec = TrainingSpec()
@@ -472,7 +498,7 @@ class Spec(Strict):
     schedule: ScheduleSpec = ScheduleSpec()
     analysis: AnalysisSpec = AnalysisSpec()
     tracking: list[TrackingSpec] = Field(default_factory=lambda: [TrackingSpec(backend="mlflow")])
-    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted path -> values; the product is the sweep")
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict, description="dotted path -> values; the product is the sweep")
     execution: ExecutionSpec = ExecutionSpec()
     jacobian: JacobianSpec | None = Field(None, description="run the training-Jacobian study instead of measuring steps")
 
@@ -595,9 +621,9 @@ class MonitorSpec(Strict):
     tells it from a spec that ``emergence run`` trains."""
 
     kind: Literal["monitor"]
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH)
     description: str = ""
-    seed: int = Field(0, ge=0, description="seeds what measures draw at random (projections, SGLD chains)")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds what measures draw at random (projections, SGLD chains)")
     measures: list[MeasureSpec] = Field(default_factory=lambda: [MeasureSpec(**m) for m in DEFAULT_MEASURES])
     schedule: ScheduleSpec = ScheduleSpec()
     analysis: AnalysisSpec = AnalysisSpec()

@@ -29,21 +29,24 @@ class BinaryAddition:
     def default_params(self, level: int) -> dict[str, Any]:
         return dict(self.levels[level])
 
+    def _check(self, params: dict[str, Any]) -> int:
+        return int_param(params, "n_bits")
+
     def vocab(self, params: dict[str, Any]) -> Vocab:
         return Vocab(("0", "1", "+", "=", EOS, PAD))
 
     def input_space_size(self, params: dict[str, Any]) -> int:
-        return 2 ** (2 * int(params["n_bits"]))
+        return 2 ** (2 * self._check(params))
 
     def chance_exact_match(self, params: dict[str, Any]) -> float:
-        return 2.0 ** -(int(params["n_bits"]) + 1)
+        return 2.0 ** -(self._check(params) + 1)
 
     def enumerate_inputs(self, params: dict[str, Any]) -> list[tuple[int, int]]:
-        size = 2 ** int(params["n_bits"])
+        size = 2 ** self._check(params)
         return [(a, b) for a in range(size) for b in range(size)]
 
     def random_inputs(self, params: dict[str, Any], rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
-        n_bits = int(params["n_bits"])
+        n_bits = self._check(params)
         # Bits rather than integers so operands wider than 63 bits work too.
         bits = rng.integers(0, 2, size=(n, 2, n_bits), dtype=np.uint8)
         packed = np.packbits(bits, axis=2, bitorder="little")
@@ -51,7 +54,7 @@ class BinaryAddition:
 
     def example(self, raw_input: tuple[int, int], params: dict[str, Any]) -> Example:
         a, b = raw_input
-        n_bits = int(params["n_bits"])
+        n_bits = self._check(params)
         a_bits = [(a >> i) & 1 for i in range(n_bits)]
         b_bits = [(b >> i) & 1 for i in range(n_bits)]
         sum_bits, carry_in, carry_out = [], [], []

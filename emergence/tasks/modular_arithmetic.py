@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from emergence import registry
-from emergence.tasks.base import EOS, PAD, Example, TaskInputError, Vocab
+from emergence.tasks.base import EOS, PAD, Example, TaskInputError, Vocab, int_param
 
 OPERATIONS: dict[str, Callable[[int, int], int]] = {
     "+": lambda x, y: x + y,
@@ -44,16 +44,16 @@ class ModularArithmetic:
         return dict(self.levels[level])
 
     def _check(self, params: dict[str, Any]) -> tuple[int, str]:
-        p, op = int(params["p"]), str(params["op"])
+        p, op = int_param(params, "p", 2), str(params["op"])
         if not _is_prime(p):
-            raise TaskInputError("params.p", f"p must be prime, got {p}")
+            raise TaskInputError("params.p", f"p = {p}; allowed: a prime (the modulus of a field)")
         if op not in OPERATIONS:
             raise TaskInputError("params.op", f"op {op!r} is not one of {sorted(OPERATIONS)}")
         return p, op
 
     def vocab(self, params: dict[str, Any]) -> Vocab:
         # One vocabulary for every level (and any explicit p), so a mixture of levels shares its embedding.
-        size = max(LARGEST_LEVEL_MODULUS, int(params["p"]))
+        size = max(LARGEST_LEVEL_MODULUS, self._check(params)[0])
         return Vocab(tuple(str(i) for i in range(size)) + tuple(OPERATIONS) + ("=", EOS, PAD))
 
     def input_space_size(self, params: dict[str, Any]) -> int:
@@ -61,7 +61,7 @@ class ModularArithmetic:
         return p * p
 
     def chance_exact_match(self, params: dict[str, Any]) -> float:
-        return 1.0 / int(params["p"])
+        return 1.0 / self._check(params)[0]
 
     def enumerate_inputs(self, params: dict[str, Any]) -> list[tuple[int, int]]:
         p, _ = self._check(params)

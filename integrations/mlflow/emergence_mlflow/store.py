@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from mlflow import MlflowClient
-from mlflow.environment_variables import MLFLOW_TRACKING_URI
+from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE, MLFLOW_TRACKING_URI
 from sqlalchemy.engine import make_url
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -61,6 +61,29 @@ def is_mlflow_reference(source: str) -> bool:
     if match is None or len(match["scheme"]) == 1:  # one letter: a Windows drive
         return False
     return match["scheme"].split("+", 1)[0].lower() in TRACKING_URI_SCHEMES
+
+
+def tracking_uri_problem(tracking_uri: str) -> str | None:
+    """Why MLflow cannot log to ``tracking_uri``, judged by its spelling alone (nothing is opened), or None.
+
+    An unknown scheme fails only when a run starts to log, with its run directory made; a file store (a plain
+    path, ``file:``) is refused by MLflow 3 unless ``MLFLOW_ALLOW_FILE_STORE`` is true."""
+    allowed = "sqlite:///path/mlflow.db, http(s)://host:port, postgresql://, mysql://, mssql://, databricks"
+    uri = tracking_uri.strip()
+    if uri == "databricks":
+        return None
+    match = _SCHEME.match(uri)
+    scheme = match["scheme"] if match is not None and len(match["scheme"]) > 1 else None  # one letter: a Windows drive
+    if scheme is not None and scheme.lower() != "file":
+        if scheme.split("+", 1)[0].lower() in TRACKING_URI_SCHEMES:
+            return None
+        return f"given {tracking_uri!r}: MLflow has no tracking store for the scheme {scheme!r}; allowed: {allowed}"
+    if MLFLOW_ALLOW_FILE_STORE.get():  # a file store: a plain path, or file:
+        return None
+    return (
+        f"given {tracking_uri!r}, a file store, which MLflow 3 refuses unless MLFLOW_ALLOW_FILE_STORE=true; "
+        f"allowed: {allowed} (or set MLFLOW_ALLOW_FILE_STORE=true)"
+    )
 
 
 def run_id_of(ref: str) -> str:

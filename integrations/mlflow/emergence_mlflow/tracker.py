@@ -51,7 +51,7 @@ from mlflow.utils.validation import (
 )
 
 from emergence.numbers import as_float, json_safe
-from emergence.tracking import SweepSummary
+from emergence.tracking import SweepSummary, TrackerOptionError
 from emergence_mlflow import reading
 from emergence_mlflow.store import (
     CUSTOM_MODEL_DEVELOPMENT,
@@ -71,6 +71,7 @@ from emergence_mlflow.store import (
     open_client,
     resolve_tracking_uri,
     sqlite_artifact_location,
+    tracking_uri_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -228,8 +229,8 @@ class MlflowTracker:
     ``tags`` (added to the run's tags). ``run_dir`` is the emergence run directory.
 
     The class methods are the capabilities the core asks for: ``SweepParent`` (``prepare_sweep``,
-    ``finish_sweep``), ``ForgetsRuns`` (``forget_runs``) and ``RunReader`` (``claims``, ``read_runs``,
-    ``fetch_resolved_spec``).
+    ``finish_sweep``), ``ForgetsRuns`` (``forget_runs``), ``RunReader`` (``claims``, ``read_runs``,
+    ``fetch_resolved_spec``) and ``ChecksOptions`` (``check_options``).
     """
 
     def __init__(self, options: Mapping[str, Any], run_dir: Path) -> None:
@@ -448,6 +449,17 @@ class MlflowTracker:
         if EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind someone chose stays
             self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, CUSTOM_MODEL_DEVELOPMENT)
         return experiment.experiment_id
+
+    # -- refusing what cannot work before anything runs (the ChecksOptions capability) -----------------
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """A tracking URI (the entry's, else ``$MLFLOW_TRACKING_URI``) that no MLflow store answers to."""
+        configured = options.get("tracking_uri")
+        problem = tracking_uri_problem(resolve_tracking_uri(configured))
+        if problem is not None:
+            where = "" if configured else " (from $MLFLOW_TRACKING_URI)"
+            raise TrackerOptionError("tracking_uri", problem + where, configured or resolve_tracking_uri(None))
 
     # -- reading runs back (the RunReader capability): `emergence compare`, `emergence run --from-run` -----
 
