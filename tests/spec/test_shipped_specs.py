@@ -36,7 +36,7 @@ def test_shipped_spec_runs_end_to_end_when_shrunk(path, tmp_path):
         run_series_spec(path, raw, tmp_path)
         return
     shrink = [
-        "training.steps=4", "training.checkpoint_every=2", "schedule.every=2", "schedule.log_spaced_until=0",
+        "training.steps=4", "training.checkpoint_every=2", "schedule.every=2", "schedule.log_spaced_until=0", "schedule.dense_until=0",
         "task.train_size=64", "task.test_size=32", "task.diagnostic_size=16", "tracking=[]",
         f"execution.output_dir={tmp_path}",
     ]
@@ -44,6 +44,8 @@ def test_shipped_spec_runs_end_to_end_when_shrunk(path, tmp_path):
     for index, measure in enumerate(measures):
         if measure["name"] in ("probe", "ablation"):  # fresh probe examples: a few, not thousands
             shrink += [f"measures.{index}.fit_size=120", f"measures.{index}.held_out_size=40"]
+        if measure["name"] == "llc":  # a few SGLD draws on one chain: every part of the estimate, not its quality
+            shrink += [f"measures.{index}.{k}" for k in ("num_chains=1", "num_draws=4", "num_burnin_steps=2", "n_examples=32")]
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     model = raw.get("model") or {}
     if model.get("kind") == "mlp":  # a Jacobian study's SVD is cubic in the parameters: a narrow hidden layer
