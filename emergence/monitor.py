@@ -127,7 +127,7 @@ class Monitor:
                     sites[pattern] = match_sites(self.model, pattern)
                 except MonitorInputError as error:
                     raise MonitorInputError(f"measures.{index}.sites: {error}") from None
-            classes.append((measure_class, measure_spec.every))
+            classes.append((measure_class, measure_spec))
             options.append(measure_options)
         if positions is not None and positions.shape[:1] != torch.Size([batch_size(self.diagnostic)]):
             raise MonitorInputError(f"positions: {tuple(positions.shape)}, but the diagnostic batch has {batch_size(self.diagnostic)} examples")
@@ -138,9 +138,9 @@ class Monitor:
             total_steps=total_steps, site_layers=site_layers, loss=self.loss, features=self.features,
         )
         built = []
-        for index, ((cls, every), opts) in enumerate(zip(classes, options, strict=True)):
+        for index, ((cls, measure_spec), opts) in enumerate(zip(classes, options, strict=True)):
             try:
-                built.append((cls(opts, setup), every or cls.default_every))
+                built.append((cls(opts, setup), measure_spec.cadence(cls.default_every)))
             except ValueError as error:  # a measure that cannot work with what it was given says so here
                 raise MonitorInputError(f"measures.{index} ({cls.name}): {error}") from None
         return built, sites

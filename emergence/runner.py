@@ -87,7 +87,7 @@ def build_measures(run_spec: RunSpec, setup: MeasureSetup) -> list[tuple[Measure
     for measure_spec in run_spec.spec.measures:
         measure_class = registry.measures.get(measure_spec.name)
         options = measure_class.Options.model_validate(measure_spec.options())
-        built.append((measure_class(options, setup), measure_spec.every or measure_class.default_every))
+        built.append((measure_class(options, setup), measure_spec.cadence(measure_class.default_every)))
     return built
 
 

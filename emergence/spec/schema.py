@@ -311,7 +311,17 @@ class MeasureSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: str
-    every: PositiveInt | None = Field(None, description="override the schedule for this measure")
+    every: PositiveInt | Literal["schedule"] | None = Field(
+        None,
+        description="this measure's own cadence in steps; schedule = the spec's schedule, also for a measure with a "
+        "cadence of its own (the expensive ones: every 500 or 1,000 steps); null = the measure's own, else the schedule",
+    )
+
+    def cadence(self, default_every: int | None) -> int | None:
+        """The steps between this measure's calls, or None for the spec's schedule."""
+        if self.every == "schedule":
+            return None
+        return self.every or default_every
 
     @field_validator("name")
     @classmethod

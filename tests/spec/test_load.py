@@ -134,3 +134,19 @@ def test_a_grid_over_sections_merges_each_into_the_base(tiny_raw, write_spec):
     assert first.display_name.endswith("[task(level=1,name=copy,train_size=300)]")
     tiny_raw["grid"] = {"model.act_fn": ["relu", "gelu"]}  # scalars still replace
     assert [r.spec.model.act_fn for r in resolve(str(write_spec(tiny_raw)))] == ["relu", "gelu"]
+
+
+def test_an_expensive_measure_can_follow_the_schedule(tiny_raw, write_spec):
+    from emergence import registry
+
+    own = registry.measures.get("hessian_top").default_every
+    assert own == 500
+    cadences = []
+    for every in ("schedule", None, 7):
+        tiny_raw["measures"] = [{"name": "hessian_top", "every": every}]
+        (run,) = resolve(str(write_spec(tiny_raw)))
+        cadences.append(run.spec.measures[0].cadence(own))
+    assert cadences == [None, 500, 7]
+    tiny_raw["measures"] = [{"name": "hessian_top", "every": "sometimes"}]
+    with pytest.raises(SpecError, match="measures.0.every"):
+        resolve(str(write_spec(tiny_raw)))
