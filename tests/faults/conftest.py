@@ -57,7 +57,8 @@ class BootingServer:
 @pytest.fixture(scope="session")
 def _mlflow_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootingServer]:
     booting = BootingServer(tmp_path_factory.mktemp("mlflow-server"))
-    if any("mlflow_server" in getattr(item, "fixturenames", ()) for item in request.session.items):
+    here = Path(__file__).parent  # tests/integration has a fixture of the same name, and servers of its own
+    if any("mlflow_server" in getattr(item, "fixturenames", ()) and Path(item.fspath).parent == here for item in request.session.items):
         booting.boot()
     try:
         yield booting
