@@ -23,6 +23,7 @@ from emergence.reports.plots import (
     plot_precursor_heatmap,
 )
 from emergence.rundir import REPORT_FILE
+from emergence.spec.grid import point_label
 
 SWEEP_FILE = "sweep.json"
 SWEEP_PLOTS = (PRECURSOR_HEATMAP_PLOT, CONDITIONS_PLOT, COLLAPSE_FLOOR_PLOT, CONCORDANCE_PLOT)
@@ -154,7 +155,7 @@ def _sweep_runs_table(summary: Mapping[str, Any]) -> str:
             {
                 **run,
                 "run": _run_link(run.get("run_key"), run.get("name") or run.get("run_key")),
-                "grid_point": ", ".join(f"{k}={fmt(v)}" for k, v in (run.get("grid_point") or {}).items()),
+                "grid_point": ", ".join(point_label(k, fmt(v) if not isinstance(v, Mapping) else v) for k, v in (run.get("grid_point") or {}).items()),
                 # A mixture's per-level events after the whole-test-set one: "1200 (level_1 800, level_2 —)".
                 "emergence_step": _emergence_steps(run.get("emergence_step"), steps),
                 "verdicts": ", ".join(f"{verdict} {n}" for verdict, n in (run.get("verdicts") or {}).items()),
