@@ -238,7 +238,9 @@ def test_an_unreachable_cluster_address_is_a_clear_error_at_once(tmp_path: Path)
     assert f"error: {spec_path}: execution: " in said and "Traceback" not in result.stderr, result.stderr
     assert "no Ray cluster answers at 127.0.0.1:1" in said and "ray start --head" in said, result.stderr
     assert not (tmp_path / "runs").exists()  # no run was started, so none is marked failed
-    assert seconds < 20
+    # Not a speed check: ray.init alone retries an address for minutes; on a loaded 2-core machine the CLI's own
+    # start (torch, Ray) can take 20 s or more, so the bound only tells "at once" from "after minutes".
+    assert seconds < 90
 
 
 # -- the executor's own arithmetic, no Ray needed ----------------------------------------------------------
