@@ -364,3 +364,14 @@ def seconds_until_resumed(run_dir: Path, process: subprocess.Popen[bytes], start
     checkpoint loaded and the journal cut back."""
     wait_for(lambda: len(events(run_dir, "resume")) > resumes_before, process, "the rerun's resume event")
     return time.monotonic() - started
+
+
+def assert_mlflow_caught_up(run_dir: Path, reference: Any, server_uri: str, experiment: str) -> tuple[int, int]:
+    """After a tracker fault: nothing left behind, one catch-up, the run and its MLflow history equal to the
+    reference's; returns (values lost, values duplicated) in the server's history."""
+    status = status_of(run_dir)
+    assert "trackers_behind" not in status, status
+    assert [e["tracker"] for e in events(run_dir, "tracker_caught_up")] == ["mlflow"]
+    assert_matches_reference(run_dir, reference.run_dir)
+    assert_same_mlflow_history(server_uri, reference.tracking_uri, reference.run_key, experiment, "faults")
+    return mlflow_lost_and_duplicated(server_uri, reference.run_key, run_dir, experiment)

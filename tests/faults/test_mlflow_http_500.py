@@ -21,15 +21,11 @@ import emergence.recorder
 from emergence.rundir import run_directory
 from emergence.spec import resolve
 from tests.faults.harness import (
-    assert_matches_reference,
-    assert_same_mlflow_history,
-    events,
+    assert_mlflow_caught_up,
     fault_spec,
-    mlflow_lost_and_duplicated,
     mlflow_tracking,
     record_fault,
     run_here,
-    status_of,
     write_spec,
 )
 
@@ -148,10 +144,5 @@ def test_mlflow_server_answering_500_for_a_while_is_caught_up_without_duplicates
         assert proxy.refused == REFUSALS and proxy.done_then_refused == REFUSALS // 2
     assert failing_at and failing_at[-1] < 40, "the outage must be over before the run's end"
 
-    status = status_of(run_dir)
-    assert "trackers_behind" not in status, status
-    assert [e["tracker"] for e in events(run_dir, "tracker_caught_up")] == ["mlflow"]
-    assert_matches_reference(run_dir, reference.run_dir)
-    assert_same_mlflow_history(mlflow_server.uri, reference.tracking_uri, reference.run_key, EXPERIMENT, "faults")
-    lost, duplicated = mlflow_lost_and_duplicated(mlflow_server.uri, reference.run_key, run_dir, EXPERIMENT)
+    lost, duplicated = assert_mlflow_caught_up(run_dir, reference, mlflow_server.uri, EXPERIMENT)
     record_fault("MLflow server answering HTTP 500 (half of them after doing the write) for a while mid-run", 1, 1, lost, duplicated, None)

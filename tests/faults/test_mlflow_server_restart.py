@@ -12,17 +12,13 @@ import pytest
 
 from tests.faults.harness import (
     RUN_TIMEOUT_S,
-    assert_matches_reference,
-    assert_same_mlflow_history,
-    events,
+    assert_mlflow_caught_up,
     fault_spec,
     last_value_step,
-    mlflow_lost_and_duplicated,
     mlflow_tracking,
     record_fault,
     run_dir_of,
     start_run,
-    status_of,
     stop,
     wait_for,
     write_spec,
@@ -69,10 +65,5 @@ def test_mlflow_server_killed_mid_run_and_restarted_is_caught_up_from_the_journa
         stop(process)
     caught_up = time.monotonic() - restarted
 
-    status = status_of(run_dir)
-    assert "trackers_behind" not in status, status
-    assert [e["tracker"] for e in events(run_dir, "tracker_caught_up")] == ["mlflow"]
-    assert_matches_reference(run_dir, reference.run_dir)
-    assert_same_mlflow_history(server.uri, reference.tracking_uri, reference.run_key, EXPERIMENT, "faults")
-    lost, duplicated = mlflow_lost_and_duplicated(server.uri, reference.run_key, run_dir, EXPERIMENT)
+    lost, duplicated = assert_mlflow_caught_up(run_dir, reference, server.uri, EXPERIMENT)
     record_fault("MLflow server SIGKILLed mid-run, restarted", 1, 1, lost, duplicated, round(caught_up, 1))
