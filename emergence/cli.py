@@ -325,25 +325,33 @@ def report(
 
 @app.command()
 def sync(
-    run_dirs: Annotated[list[Path], typer.Argument(help="run directories, runs/<spec>/<run_key>")],
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="run directories, runs/<spec>/<run_key>, or sweep directories, runs/<spec>/sweeps/<key>")
+    ],
     tracker: Annotated[list[str] | None, typer.Option("--tracker", help="only this backend (repeatable), e.g. mlflow")] = None,
 ) -> None:
     """Replay each RUN_DIR's journal into its spec's trackers: the values a tracker missed while it was away,
-    or a whole run into a tracker it never saw. Safe to repeat with MLflow (it skips what it already holds)."""
-    from emergence.sync import sync_run
+    or a whole run into a tracker it never saw. A sweep directory: each of its runs, then the sweep's parent
+    run (its summary and report). Safe to repeat with MLflow (it skips what it already holds)."""
+    from emergence.reports import is_sweep_directory
+    from emergence.sync import sync_run, sync_sweep
 
     problems = 0
     for run_dir in run_dirs:
-        if not (run_dir / "journal.jsonl").exists():
-            _fail(f"error: {run_dir}: no journal.jsonl here; is this a run directory?")
-        result = sync_run(run_dir, tracker)
-        for name in result.synced:
-            console.print(f"synced {run_dir} -> {name}", highlight=False)
-        for name, error in result.failed.items():
-            problems += 1
-            err_console.print(f"error: {run_dir} -> {name}: {error}", highlight=False)
-        if not result.synced and not result.failed:
-            console.print(f"{run_dir}: no trackers in its spec", highlight=False)
+        if is_sweep_directory(run_dir):
+            results = sync_sweep(run_dir, tracker)
+        elif (run_dir / "journal.jsonl").exists():
+            results = [sync_run(run_dir, tracker)]
+        else:
+            _fail(f"error: {run_dir}: neither a journal.jsonl nor a sweep.json here; is this a run or sweep directory?")
+        for result in results:
+            for name in result.synced:
+                console.print(f"synced {result.run_dir} -> {name}", highlight=False, soft_wrap=True)
+            for name, error in result.failed.items():
+                problems += 1
+                err_console.print(f"error: {result.run_dir} -> {name}: {error}", highlight=False, soft_wrap=True)
+            if not result.synced and not result.failed:
+                console.print(f"{result.run_dir}: no trackers in its spec", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
 

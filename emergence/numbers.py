@@ -13,7 +13,9 @@ import contextlib
 import math
 import numbers
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
+
+from pydantic import BaseModel, ValidationInfo, field_validator
 
 
 def plain(value: Any) -> Any:
@@ -78,3 +80,32 @@ def decode_nonfinite(value: Any) -> Any:
     if isinstance(value, str) and value in NONFINITE_TEXT:
         return float(value)
     return value
+
+
+class NoTrueOrFalseForNumbers(BaseModel):
+    """A spec section (or a measure's options) whose number fields refuse a bool: pydantic reads `steps: true` as 1
+    and `lr: false` as 0.0, and a spec that says yes or no where it means a number is a mistake, never a setting."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_true_or_false_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and not takes_true_or_false(field.annotation):
+            raise ValueError(f"Input should be {wanted_instead_of_a_bool(field.annotation)}, not true or false")
+        return value
+
+
+def wanted_instead_of_a_bool(annotation: Any) -> str:
+    text = str(annotation)
+    if "int" in text:
+        return "a whole number"
+    if "float" in text:
+        return "a number"
+    return "a value of its own kind (a number, name or section)"
+
+
+def takes_true_or_false(annotation: Any) -> bool:
+    """Whether a field of this type accepts a bool as itself: bool, Any, or a union or Annotated with one."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(takes_true_or_false(arg) for arg in get_args(annotation) if not isinstance(arg, str | int | float) or arg is bool)

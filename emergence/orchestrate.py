@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,22 +13,14 @@ from typing import Any
 
 from emergence import registry
 from emergence.executors import ProgressSink, RunMessage
-from emergence.numbers import as_float
 from emergence.resources import check_memory
 from emergence.rundir import RunOutcome, completed_outcome, is_completed, run_directory
 from emergence.spec.controls import control_twin
 from emergence.spec.grid import RunSpec
 from emergence.spec.load import NOT_GIVEN, SpecError, SpecProblem
 from emergence.spec.schema import CheckpointSeriesSpec
-from emergence.tracking import (
-    ChecksOptions,
-    ForgetsRuns,
-    SweepParent,
-    SweepSummary,
-    TrackerOptionError,
-    sanitize_key,
-    tracker_classes_with,
-)
+from emergence.sweep_tracking import finish_sweep_trackers, prepare_sweep_trackers
+from emergence.tracking import ChecksOptions, ForgetsRuns, TrackerOptionError, tracker_classes_with
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +55,14 @@ def execute(runs: Sequence[RunSpec], force: bool = False, progress: ProgressSink
                 progress(RunMessage(run.run_key, "finished", state="skipped", reason="already completed"))
     pending = [run for run in runs if run.run_key not in outcomes]
     check_inputs(pending)
-    sweep_trackers = _sweep_trackers(runs)
-    for tracker_class, options in sweep_trackers:
-        _quietly(tracker_class.prepare_sweep, options, runs[0].sweep_key, runs[0].spec.name, [r.run_key for r in runs])
+    unprepared = prepare_sweep_trackers(runs[0], [r.run_key for r in runs])
     if pending:
         execution = runs[0].spec.execution
         executor = registry.executors.get(execution.executor)(execution)
         for outcome in executor.execute(pending, progress):
             outcomes[outcome.run_key] = outcome
     ordered = [outcomes[run.run_key] for run in runs]
-    _finish_sweep(runs, ordered, sweep_trackers)
+    _finish_sweep(runs, ordered, unprepared)
     return ordered
 
 
@@ -126,111 +115,24 @@ def _unique(runs: Sequence[RunSpec]) -> list[RunSpec]:
     return list(seen.values())
 
 
-def _finish_sweep(runs: Sequence[RunSpec], outcomes: Sequence[RunOutcome], sweep_trackers: list[tuple[Any, dict[str, Any]]]) -> None:
+def _finish_sweep(runs: Sequence[RunSpec], outcomes: Sequence[RunOutcome], unprepared: dict[str, str]) -> None:
     directory = sweep_directory(runs)
     if directory is None:
         return
     status = "completed" if all(o.state in ("completed", "skipped") for o in outcomes) else "failed"
-    summary: SweepSummary | None = None
+    across_runs: dict[str, Any] | None = None
+    files: list[Path] = []
     try:
         from emergence.analysis.sweep import summarize_sweep, sweep_entries
         from emergence.reports import write_sweep_report
 
         across_runs = summarize_sweep(sweep_entries(runs, outcomes), runs[0].sweep_key or "", runs[0].spec.name)
         files = write_sweep_report(directory, across_runs)
-        summary = SweepSummary(directory, summary_values(across_runs), summary_tables(across_runs), files)
     except Exception:  # noqa: BLE001 - the runs are done and kept; a summary problem must not hide them
         log.exception("could not write the sweep summary to %s", directory)
-    for tracker_class, options in sweep_trackers:
-        _quietly(tracker_class.finish_sweep, options, runs[0].sweep_key, status, summary)
-
-
-def summary_tables(across_runs: dict[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
-    """Every list of rows in the sweep summary (``runs``, ``precursor_rate.by_family`` ...) as a tracker
-    table named ``sweep_runs``, ``sweep_precursor_rate_by_family`` ...; nested cells as JSON text."""
-    found: dict[str, list[dict[str, Any]]] = {}
-    for name in SUMMARY_TABLES:
-        value = across_runs.get(name)
-        if _rows(value):
-            found[name] = value
-        elif isinstance(value, dict):
-            found.update({f"{name}_{part}": rows for part, rows in value.items() if _rows(rows)})
-    tables = {}
-    for name, rows in found.items():
-        columns = [c for c in dict.fromkeys(column for row in rows for column in row) if c not in LEFT_OUT_COLUMNS]
-        tables[f"sweep_{name}"] = (columns, [[_cell(row.get(column)) for column in columns] for row in rows])
-    return tables
-
-
-SUMMARY_TABLES = ("runs", "precursor_rate", "top_down", "collapse_floor", "concordance", "by_condition", "summaries")
-LEFT_OUT_COLUMNS = ("items",)  # every (run, event) point of a concordance plot: sweep.json has them
-
-
-def _rows(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(row, dict) for row in value)
-
-
-def _cell(value: Any) -> Any:
-    return json.dumps(value, default=str) if isinstance(value, dict | list | tuple) else value
-
-
-def summary_values(across_runs: dict[str, Any]) -> dict[str, float]:
-    """The sweep's headline numbers for a tracker's summary: run counts; per signal family, difficulty and
-    size the precursor rate with its Wilson interval, the median lead with its bootstrap interval, the robust
-    and specific shares and the trusted rate; the top-down rate per family and size; the collapse floor's
-    coefficient of variation across sizes with its interval; and concordance."""
-    values = {f"runs/{state}": float(n) for state, n in across_runs.get("counts", {}).items() if _is_number(n)}
-    for row in across_runs.get("precursor_rate", {}).get("by_family", []):
-        cell = f"{row['family']}/{row['difficulty']}/{row['size']}"
-        # Each rate beside its interval and its trust: the same names with _low/_high, as the sweep table has them.
-        for column, name in RATE_VALUES.items():
-            if _is_number(row.get(column)):
-                values[f"{name}/{cell}"] = float(row[column])
-    for row in across_runs.get("top_down", []):
-        for column in ("rate", "rate_low", "rate_high"):
-            if _is_number(row.get(column)):
-                values[f"top_down_{column}/{row['family']}/{row['size']}"] = float(row[column])
-    for row in across_runs.get("collapse_floor", {}).get("rows", []):
-        for column in ("cv", "cv_low", "cv_high"):
-            if _is_number(row.get(column)):
-                values[f"collapse_floor_{column}/{row['task']}/{row['difficulty']}/{row['signal']}"] = float(row[column])
-    for row in across_runs.get("concordance", {}).get("by_family", []):
-        if _is_number(row.get("concordance")):
-            values[f"concordance/{row['family']}"] = float(row["concordance"])
-    for row in across_runs.get("by_condition", []):
-        where = f"{row['signal']}/{row['condition']}"
-        values[f"precursors/{where}"] = float(row["precursor"])
-        values[f"false_alarms/{where}"] = float(row["false_alarms"])
-        if _is_number(row.get("mean_lead_steps")):
-            values[f"mean_lead_steps/{where}"] = float(row["mean_lead_steps"])
-    for row in across_runs.get("summaries", []):  # e.g. spectral/k_star/mode/training.optimizer.name=muon
-        if _is_number(row.get("value")):
-            values[f"{row['key']}/{row['statistic']}/{row['condition']}"] = float(row["value"])
-    return {sanitize_key(key): value for key, value in values.items()}
-
-
-# The precursor-rate columns a sweep's parent run shows per family, difficulty and size, by summary name.
-RATE_VALUES = {
-    "rate": "precursor_rate", "rate_low": "precursor_rate_low", "rate_high": "precursor_rate_high",
-    "median_lead_steps": "median_lead_steps", "median_lead_low": "median_lead_low", "median_lead_high": "median_lead_high",
-    "robust_share": "robust_share", "specific_share": "specific_share",
-    "trusted_rate": "trusted_rate", "trusted_low": "trusted_rate_low", "trusted_high": "trusted_rate_high",
-}
-
-
-def _is_number(value: Any) -> bool:
-    """A number a tracker can show: not a bool, not NaN."""
-    number = as_float(value)
-    return number is not None and not isinstance(value, bool) and not math.isnan(number)
-
-
-def _sweep_trackers(runs: Sequence[RunSpec]) -> list[tuple[Any, dict[str, Any]]]:
-    """The tracker classes of a sweep that show it as a parent run (``SweepParent``), each with its spec
-    entry: set up once here, before any run starts, so that parallel runs do not race to create the same
-    experiment or parent run."""
-    if runs[0].sweep_key is None:
-        return []
-    return _trackers_with(runs, SweepParent)
+        across_runs = None
+    directory.mkdir(parents=True, exist_ok=True)
+    finish_sweep_trackers(runs[0], [r.run_key for r in runs], directory, status, across_runs, files, prepare=unprepared)
 
 
 def _trackers_with(runs: Sequence[RunSpec], capability: type) -> list[tuple[Any, dict[str, Any]]]:

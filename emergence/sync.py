@@ -1,4 +1,5 @@
-"""``emergence sync RUN_DIR``: bring trackers up to date from a run directory, afterwards.
+"""``emergence sync RUN_DIR``: bring trackers up to date from a run directory, afterwards; ``emergence sync
+SWEEP_DIR`` does it for each run of a sweep and then finishes the sweep's parent run from ``sweep.json``.
 
 The journal is the record, a tracker is a view of it. A running run catches up a tracker that fell
 behind by itself (``tracking.replay_journal``); this is for a run whose tracker never came back, or to send
@@ -22,6 +23,8 @@ from emergence.rundir import (
     read_status,
     write_status,
 )
+from emergence.spec.controls import control_twin
+from emergence.sweep_tracking import finish_sweep_trackers, sweep_trackers
 from emergence.tracking import TrackerStart, build_trackers, replay_journal, tracker_summary
 
 
@@ -83,3 +86,39 @@ def sync_run(run_dir: Path, only: list[str] | None = None) -> SyncResult:
             details["trackers_behind"] = behind
         write_status(run_dir, status["state"], **details)
     return result
+
+
+def sync_sweep(sweep_dir: Path, only: list[str] | None = None) -> list[SyncResult]:
+    """Each run of the sweep directory's ``sweep.json`` synced (its null control too, when it has one), then the
+    sweep's parent run made or found, nested over them and finished with the summary and report as the
+    directory holds them. One result per run directory, the sweep directory's last."""
+    from emergence.reports.sweep_page import SWEEP_FILE, load_sweep
+
+    sweep_dir = Path(sweep_dir)
+    summary = load_sweep(sweep_dir)
+    runs_root = sweep_dir.parent.parent  # <output_dir>/<name>/sweeps/<key> -> <output_dir>/<name>
+    results: list[SyncResult] = []
+    first = None
+    run_keys = [str(row["run_key"]) for row in summary.get("runs") or []]
+    for run_key in run_keys:
+        run_dir = runs_root / run_key
+        if not (run_dir / JOURNAL_FILE).exists():
+            results.append(SyncResult(run_dir, failed={"sweep": f"no {JOURNAL_FILE} in {run_dir}: the run directory is gone"}))
+            continue
+        results.append(sync_run(run_dir, only))
+        run_spec = read_run_spec(run_dir)
+        first = first or run_spec
+        twin = control_twin(run_spec)
+        if twin is not None and (runs_root / twin.run_key / JOURNAL_FILE).exists():
+            results.append(sync_run(runs_root / twin.run_key, only))
+    sweep_result = SyncResult(sweep_dir)
+    if first is not None:
+        # A sweep directory from before sweeps had a status: its state from its runs', as the sweep's end decides it.
+        all_done = all(row.get("state") in ("completed", "skipped") for row in summary["runs"])
+        state = (read_status(sweep_dir) or {}).get("state") or ("completed" if all_done else "failed")
+        files = [path for path in (sweep_dir / SWEEP_FILE, sweep_dir / REPORT_FILE, *sorted(sweep_dir.glob("*.png"))) if path.exists()]
+        backends = [options["backend"] for _, options in sweep_trackers(first) if only is None or options["backend"] in only]
+        behind = finish_sweep_trackers(first, run_keys, sweep_dir, state, summary, files, prepare=backends, only=backends)
+        sweep_result.failed.update(behind)
+        sweep_result.synced.extend(backend for backend in backends if backend not in behind)
+    return [*results, sweep_result]

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from emergence import registry
 from emergence.measures.onset_rules import DeclaredRules
+from emergence.numbers import NoTrueOrFalseForNumbers
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,7 +32,7 @@ MonitorInput = Literal["loss_fn", "per_example_loss", "features"]
 SummaryStatistic = Literal["mode"]
 
 
-class MeasureOptions(BaseModel):
+class MeasureOptions(NoTrueOrFalseForNumbers):
     """A measure's own spec fields; unknown ones are errors, like everywhere in a spec."""
 
     model_config = ConfigDict(extra="forbid")

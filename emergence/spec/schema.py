@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Discriminator,
     Field,
@@ -25,6 +24,7 @@ from pydantic import (
 )
 
 from emergence import registry
+from emergence.numbers import NoTrueOrFalseForNumbers
 from emergence.registry import Registry, UnknownNameError, did_you_mean
 from emergence.spec.jacobian_checks import JacobianSpecProblem, check_jacobian_spec
 
@@ -64,7 +64,7 @@ def known_name(kind_registry: Registry, name: str) -> str:
     return name
 
 
-class Strict(BaseModel):
+class Strict(NoTrueOrFalseForNumbers):
     # No inf or nan: `lr: .inf` is a typo's result, never a setting (nan already fails every bound).
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
@@ -306,7 +306,7 @@ class TrainingSpec(Strict):
     autocast: Literal["bf16"] | None = Field(None, description="bf16 autocast for forward passes on CUDA")
 
 
-class MeasureSpec(BaseModel):
+class MeasureSpec(NoTrueOrFalseForNumbers):
     """``name`` plus the measure's own options, validated by the measure's ``Options`` model."""
 
     model_config = ConfigDict(extra="allow")

@@ -8,10 +8,10 @@ import numpy as np
 from emergence.analysis import analyze_run
 from emergence.analysis.summaries import measure_summaries, mode_summary, run_summaries
 from emergence.analysis.sweep import SweepEntry, summarize_sweep, summary_rows
-from emergence.orchestrate import summary_values
 from emergence.record import Journal, read_journal
 from emergence.reports.sweep_page import write_sweep_report
 from emergence.spec.schema import MeasureSpec
+from emergence.sweep_tracking import summary_values
 from emergence.tracking import tracker_summary
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from emergence.analysis.sweep import SweepEntry, condition_of, condition_rows, summarize_sweep
-from emergence.orchestrate import summary_tables, summary_values
 from emergence.reports.sweep_page import write_sweep_report
+from emergence.sweep_tracking import summary_tables, summary_values
 
 EXACT = "behavior/test/exact_match"
 DECAY = "training.optimizer.weight_decay"

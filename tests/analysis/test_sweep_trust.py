@@ -8,10 +8,10 @@ import pytest
 
 from emergence.analysis.intervals import median_interval, wilson_interval
 from emergence.analysis.sweep import SweepEntry, difficulty_label, summarize_sweep, sweep_entries
-from emergence.orchestrate import summary_tables, summary_values
 from emergence.reports.sweep_page import render_sweep_html
 from emergence.rundir import RunOutcome
 from emergence.spec.grid import expand
+from emergence.sweep_tracking import summary_tables, summary_values
 
 EXACT = "behavior/test/exact_match"
 L0 = "geometry/rankme/resid_post/L0"

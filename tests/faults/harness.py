@@ -96,8 +96,11 @@ def emergence_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "emergence.cli"]
 
 
-def start_run(spec_path: Path, log_path: Path, *overrides: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """`emergence run SPEC` in a process of its own; its output goes to ``log_path`` (appended)."""
+def start_run(
+    spec_path: Path, log_path: Path, *overrides: str, env: Mapping[str, str] | None = None, new_session: bool = False
+) -> subprocess.Popen[bytes]:
+    """`emergence run SPEC` in a process of its own (with ``new_session``, in a process group of its own, which
+    its pool workers join: the case can signal them all); its output goes to ``log_path`` (appended)."""
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [*emergence_command(), "run", str(spec_path), "--quiet", *overrides],
@@ -105,6 +108,7 @@ def start_run(spec_path: Path, log_path: Path, *overrides: str, env: Mapping[str
             env=subprocess_env(env),
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
 
 
@@ -353,7 +357,9 @@ def record_fault(fault: str, injected: int, survived: int, lost: int, duplicated
     path = os.environ.get(FAULT_TABLE_ENV)
     if not path:
         return
-    test = Path(os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0]).name  # which case: a failed one writes no row
+    # Which case, as file::function: a failed one writes no row.
+    file, _, function = os.environ.get("PYTEST_CURRENT_TEST", "").partition("::")
+    test = f"{Path(file).name}::{function.split(' ')[0]}"
     row = {"test": test, "fault": fault, "injected": injected, "survived": survived, "lost": lost, "duplicated": duplicated, "resume_s": resume_s}
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(row) + "\n")

@@ -256,7 +256,7 @@ def test_emergence_sync_replays_a_run_its_tracker_never_saw(tiny_raw, write_spec
     assert "summary/emergence_step/behavior/test/exact_match" in run.data.metrics  # the summary was replayed too
 
     missing = runner.invoke(app, ["sync", str(run_dir / "nope")])
-    assert missing.exit_code == 2 and "no journal.jsonl" in missing.output
+    assert missing.exit_code == 2 and "neither a journal.jsonl nor a sweep.json here" in missing.output
 
 
 def test_a_sweep_nests_its_runs_under_one_parent_on_a_real_server(tiny_raw, write_spec, mlflow_server):
