@@ -146,16 +146,43 @@ def run(
     if summary_dir is not None and (summary_dir / "sweep.json").exists():
         console.print(_precursor_rate_table(json.loads((summary_dir / "sweep.json").read_text(encoding="utf-8"))))
         console.print(f"sweep report: {summary_dir / 'report.html'}", highlight=False, markup=False)
+    _print_trackers_behind(outcomes, summary_dir)
     failed = sum(outcome.state == "failed" for outcome in outcomes)
     if failed:
         raise typer.Exit(1)
+
+
+def _print_trackers_behind(outcomes: list, summary_dir: Path | None) -> None:
+    """The trackers that could not be caught up by the end (a server still away), and the command that does it
+    once they are back: the journal and the sweep directory hold everything they missed."""
+    from emergence.rundir import read_status
+
+    behind: dict[str, int] = {}
+    for outcome in outcomes:
+        for backend in (read_status(outcome.run_dir) or {}).get("trackers_behind") or {}:
+            behind[backend] = behind.get(backend, 0) + 1
+    sweep_behind = (read_status(summary_dir) or {}).get("trackers_behind") or {} if summary_dir is not None else {}
+    if not behind and not sweep_behind:
+        return
+    what = {backend: [f"{n} run(s)"] for backend, n in behind.items()}
+    for backend in sweep_behind:
+        what.setdefault(backend, []).append("the sweep's parent run")
+    target = summary_dir if summary_dir is not None else outcomes[0].run_dir
+    for backend, parts in what.items():
+        err_console.print(
+            f"{backend} is behind ({' and '.join(parts)}): the run directories hold everything; once it is back, run "
+            f"`emergence sync {target}`", highlight=False, markup=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 def _print_outcome(outcome: object) -> None:
     reason = f" ({escape(outcome.reason)})" if outcome.reason else ""  # type: ignore[attr-defined]
     console.print(f"\n[bold]{outcome.state}[/bold] {escape(str(outcome.run_dir))}{reason}")  # type: ignore[attr-defined]
     for event in outcome.events:  # type: ignore[attr-defined]
-        console.print(f"  emergence event {event['metric']}: step {event['step']}", highlight=False)
+        if event.get("step") is None:
+            console.print(f"  no emergence event in {event['metric']} (threshold {event.get('threshold')})", highlight=False)
+        else:
+            console.print(f"  emergence event {event['metric']}: step {event['step']}", highlight=False)
     if outcome.verdicts:  # type: ignore[attr-defined]
         console.print(_verdict_table(outcome))
 
@@ -168,7 +195,7 @@ def _sweep_runs_table(runs: list[RunSpec], outcomes: list) -> Table:
     for run, outcome in zip(runs, outcomes, strict=True):
         signals = [v for v in outcome.verdicts if v.get("kind", "signal") == "signal"]
         precursors = sum(v["verdict"] == "precursor" for v in signals)
-        step = ", ".join(str(e["step"]) for e in outcome.events) or "-"
+        step = ", ".join(str(e["step"]) for e in outcome.events if e.get("step") is not None) or "-"
         where = outcome.reason if outcome.state == "failed" else str(outcome.run_dir)
         table.add_row(escape(run.display_name), outcome.state, step, f"{precursors} of {len(signals)}", escape(where or ""))
     return table
@@ -351,7 +378,7 @@ def sync(
                 problems += 1
                 err_console.print(f"error: {result.run_dir} -> {name}: {error}", highlight=False, soft_wrap=True)
             if not result.synced and not result.failed:
-                console.print(f"{result.run_dir}: no trackers in its spec", highlight=False, soft_wrap=True)
+                console.print(f"{result.run_dir}: {result.note}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
 

@@ -33,6 +33,7 @@ class SyncResult:
     run_dir: Path
     synced: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    note: str = "no trackers in its spec"  # what to say when nothing was synced and nothing failed
 
 
 def tracker_status_of(status: dict[str, Any] | None) -> str | None:
@@ -88,10 +89,18 @@ def sync_run(run_dir: Path, only: list[str] | None = None) -> SyncResult:
     return result
 
 
+def behind_of(directory: Path) -> list[str]:
+    """The trackers a run or sweep directory's ``status.json`` lists as behind."""
+    return list((read_status(directory) or {}).get("trackers_behind") or {})
+
+
 def sync_sweep(sweep_dir: Path, only: list[str] | None = None) -> list[SyncResult]:
-    """Each run of the sweep directory's ``sweep.json`` synced (its null control too, when it has one), then the
-    sweep's parent run made or found, nested over them and finished with the summary and report as the
-    directory holds them. One result per run directory, the sweep directory's last."""
+    """Bring a sweep's trackers up to date from its directory: each run of its ``sweep.json`` (and its null
+    control, when it has one), then the sweep's parent run, made or found, nested over them and finished with the
+    summary and report as the directory holds them. Without ``only``, each run and the parent are synced into
+    the trackers their ``status.json`` lists as behind, no others: a W&B run that is not behind would get its
+    history twice. With ``only``, into those trackers whatever the status says. One result per directory synced
+    or refused, the sweep directory's last."""
     from emergence.reports.sweep_page import SWEEP_FILE, load_sweep
 
     sweep_dir = Path(sweep_dir)
@@ -105,20 +114,23 @@ def sync_sweep(sweep_dir: Path, only: list[str] | None = None) -> list[SyncResul
         if not (run_dir / JOURNAL_FILE).exists():
             results.append(SyncResult(run_dir, failed={"sweep": f"no {JOURNAL_FILE} in {run_dir}: the run directory is gone"}))
             continue
-        results.append(sync_run(run_dir, only))
         run_spec = read_run_spec(run_dir)
         first = first or run_spec
         twin = control_twin(run_spec)
-        if twin is not None and (runs_root / twin.run_key / JOURNAL_FILE).exists():
-            results.append(sync_run(runs_root / twin.run_key, only))
-    sweep_result = SyncResult(sweep_dir)
+        for directory in (run_dir, *([runs_root / twin.run_key] if twin is not None else [])):
+            wanted = only if only is not None else behind_of(directory)
+            if wanted and (directory / JOURNAL_FILE).exists():
+                results.append(sync_run(directory, wanted))
+    sweep_result = SyncResult(sweep_dir, note="nothing behind (--tracker NAME replays into one anyway)")
     if first is not None:
         # A sweep directory from before sweeps had a status: its state from its runs', as the sweep's end decides it.
         all_done = all(row.get("state") in ("completed", "skipped") for row in summary["runs"])
         state = (read_status(sweep_dir) or {}).get("state") or ("completed" if all_done else "failed")
         files = [path for path in (sweep_dir / SWEEP_FILE, sweep_dir / REPORT_FILE, *sorted(sweep_dir.glob("*.png"))) if path.exists()]
-        backends = [options["backend"] for _, options in sweep_trackers(first) if only is None or options["backend"] in only]
-        behind = finish_sweep_trackers(first, run_keys, sweep_dir, state, summary, files, prepare=backends, only=backends)
-        sweep_result.failed.update(behind)
-        sweep_result.synced.extend(backend for backend in backends if backend not in behind)
+        wanted = only if only is not None else behind_of(sweep_dir)
+        backends = [options["backend"] for _, options in sweep_trackers(first) if options["backend"] in wanted]
+        if backends:
+            behind = finish_sweep_trackers(first, run_keys, sweep_dir, state, summary, files, prepare=backends, only=backends)
+            sweep_result.failed.update(behind)
+            sweep_result.synced.extend(backend for backend in backends if backend not in behind)
     return [*results, sweep_result]

@@ -285,6 +285,19 @@ def test_a_sweep_nests_its_runs_under_one_parent_on_a_real_server(tiny_raw, writ
     assert {"sweep/report.html", "sweep/sweep.json"} <= artifacts
     assert "tables/sweep_runs.json" in {a.path for a in client.list_artifacts(parent.info.run_id, "tables")}
 
+    # Nothing fell behind, so a sync of the sweep directory replays nothing (a W&B run would get it twice), until
+    # a tracker is named; MLflow then skips every value it holds.
+    from emergence.orchestrate import sweep_directory
+    from emergence.sync import sync_sweep
+
+    directory = sweep_directory(runs)
+    assert json.loads((directory / "status.json").read_text()) == {"state": "completed"}
+    results = sync_sweep(directory)
+    assert [(r.run_dir, r.synced, r.failed) for r in results] == [(directory, [], {})]
+    assert [r.synced for r in sync_sweep(directory, ["mlflow"])] == [["mlflow"], ["mlflow"], ["mlflow"]]
+    assert len(client.get_metric_history(parent.info.run_id, "summary/runs/completed")) == 1
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
     # --force: the old MLflow runs go to the trash and the reruns log into fresh ones; the same parent.
     assert [o.state for o in execute(runs, force=True)] == ["completed", "completed"]
     assert len(client.search_runs([experiment_id])) == 3
