@@ -23,6 +23,7 @@ from emergence.tracking import SweepParent, SweepSummary, sanitize_key, tracker_
 
 log = logging.getLogger(__name__)
 
+
 def sweep_trackers(first: RunSpec) -> list[tuple[Any, dict[str, Any]]]:
     """The tracker classes of a sweep's spec that show it as a parent run (``SweepParent``), each with its
     ``tracking`` entry; none for a single run."""
