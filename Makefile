@@ -23,7 +23,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check emergence integrations tests benchmarks
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 lint: setup
 	$(BIN)/ruff check emergence integrations tests benchmarks

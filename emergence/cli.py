@@ -123,7 +123,7 @@ def run(
     execution = runs[0].spec.execution
     where = f"{execution.executor}" + (f", {execution.workers} workers" if execution.workers else "")
     for run_spec in runs:
-        console.print(f"run {run_spec.display_name} -> {run_directory(run_spec)}", highlight=False, markup=False)
+        console.print(f"run {run_spec.display_name} -> {run_directory(run_spec)}", highlight=False, markup=False, soft_wrap=True)
     if len(runs) > 1:
         console.print(f"sweep of {len(runs)} runs on {where}", highlight=False)
     with SweepProgress(runs, console, enabled=not quiet) as display:
@@ -145,7 +145,7 @@ def run(
     summary_dir = sweep_directory(runs)
     if summary_dir is not None and (summary_dir / "sweep.json").exists():
         console.print(_precursor_rate_table(json.loads((summary_dir / "sweep.json").read_text(encoding="utf-8"))))
-        console.print(f"sweep report: {summary_dir / 'report.html'}", highlight=False, markup=False)
+        console.print(f"sweep report: {summary_dir / 'report.html'}", highlight=False, markup=False, soft_wrap=True)
     _print_trackers_behind(outcomes, summary_dir)
     failed = sum(outcome.state == "failed" for outcome in outcomes)
     if failed:
@@ -232,13 +232,16 @@ def validate(spec: SpecArgument, overrides: OverridesArgument = None) -> None:
             monitored = resolve_monitor(spec, overrides or [])
             console.print(
                 f"ok: {spec}: a monitor spec, for emergence.Monitor in your own training loop; run name "
-                f"{DEFAULT_RUN_NAME!r} is run key {monitored.run_key}", highlight=False, markup=False,
+                f"{DEFAULT_RUN_NAME!r} is run key {monitored.run_key}", highlight=False, markup=False, soft_wrap=True,
             )
             return
     except SpecError as error:
         _fail(error.render())
     runs = _resolve_or_exit(spec, overrides)
-    console.print(f"ok: {spec}: {len(runs)} run(s): " + ", ".join(f"{r.display_name} ({r.run_key})" for r in runs), highlight=False, markup=False)
+    console.print(
+        f"ok: {spec}: {len(runs)} run(s): " + ", ".join(f"{r.display_name} ({r.run_key})" for r in runs),
+        highlight=False, markup=False, soft_wrap=True,  # one line per spec, whatever the terminal's width: scripts grep it
+    )  # fmt: skip
 
 
 @app.command("ls")
@@ -347,7 +350,7 @@ def report(
         written = write_any_report(run_dir)
     except FileNotFoundError as error:
         _fail(f"error: {error}")
-    console.print(f"report: {written}", highlight=False)
+    console.print(f"report: {written}", highlight=False, soft_wrap=True)
 
 
 @app.command()
