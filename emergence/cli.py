@@ -52,16 +52,18 @@ def _resolve_or_exit(spec: Path, overrides: list[str] | None) -> list[RunSpec]:
 
 
 def _verdict_table(outcome: object) -> Table:
-    table = Table(title="verdicts", show_lines=False)
+    # Short step columns (the title says they are steps): the signal names get the width of an 80-column terminal.
+    table = Table(title="verdicts (event, onset and lead in steps)", show_lines=False)
     table.add_column("signal", overflow="fold")
     verdicts = outcome.verdicts  # type: ignore[attr-defined]
     # The trust columns only when the analysis decided them (robustness on; a null control asked for).
     trust = [(key, title) for key, title in (("robust_share", "robust"), ("specific", "specific")) if any(key in v for v in verdicts)]
-    for column in ("event step", "onset step", "lead (steps)", "verdict", *(title for _, title in trust)):
+    for column in ("event", "onset", "lead", "verdict", *(title for _, title in trust)):
         table.add_column(column, no_wrap=True)
     for v in verdicts:
         cells = [_trust_cell(key, v.get(key)) for key, _ in trust]
-        table.add_row(v["signal"], str(v["event_step"]), str(v["onset_step"]), str(v["lead_steps"]), v["verdict"], *cells)
+        steps = ["—" if v.get(key) is None else str(v[key]) for key in ("event_step", "onset_step", "lead_steps")]
+        table.add_row(v["signal"], *steps, v["verdict"], *cells)
     return table
 
 
