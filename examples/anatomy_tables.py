@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from emergence.analysis.intervals import wilson_interval
+from emergence.analysis.sweep import difficulty_sort_key
 
 FINAL = "final layer"
 
@@ -69,7 +70,8 @@ def precursor_table(summary: Mapping[str, Any]) -> str:
         "| signal | layers | class | events judged | precursor rate [95% CI] | sync / lag / none | robust | specific | precursor, robust and specific |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (name, layers, difficulty), rows in sorted(cells.items()):
+    levels = summary.get("difficulty_levels") or {}
+    for (name, layers, difficulty), rows in sorted(cells.items(), key=lambda cell: (*cell[0][:2], difficulty_sort_key(cell[0][2], levels))):
         t = pooled(rows)
         lines.append(
             f"| {name} | {layers} | {difficulty} | {t['n']} | {percent(t['precursor'], t['n'])} | "
@@ -86,7 +88,8 @@ def emergence_table(summary: Mapping[str, Any]) -> str:
     for run in summary["runs"]:
         cells[(run["task"], run["difficulty"])][run["size"]] = run.get("emergence_step")
     lines = ["| task | class | " + " | ".join(sizes) + " |", "|---|---|" + "---|" * len(sizes)]
-    for (task, difficulty), by_size in sorted(cells.items()):
+    levels = summary.get("difficulty_levels") or {}
+    for (task, difficulty), by_size in sorted(cells.items(), key=lambda cell: (cell[0][0], difficulty_sort_key(cell[0][1], levels))):
         shown = [("–" if by_size.get(size) is None else str(by_size[size])) for size in sizes]
         lines.append(f"| {task} | {difficulty} | " + " | ".join(shown) + " |")
     return "\n".join(lines)

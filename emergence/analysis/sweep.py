@@ -187,18 +187,20 @@ def summarize_sweep(entries: Sequence[SweepEntry], sweep_key: str, name: str) ->
     """
     analysed = [entry for entry in entries if entry.analysed]
     order = size_order(entries)
+    first_levels = class_first_levels(entries)
     items = onset_items(analysed)
-    floors = collapse_floors(analysed, order)
+    floors = collapse_floors(analysed, order, first_levels)
     summary = {
         "version": SUMMARY_VERSION,
         "name": name,
         "sweep_key": sweep_key,
         "sizes": [{"size": size, "n_params": order[size][1]} for size in sorted(order, key=lambda s: size_sort_key(order, s))],
+        "difficulty_levels": first_levels,  # a named class's lowest level: the order classes are shown in
         "counts": run_counts(entries),
         "runs": [run_row(entry) for entry in entries],
         "precursor_rate": {
-            "by_signal": precursor_rates(analysed, order, signal_name, "signal"),
-            "by_family": precursor_rates(analysed, order, family_of, "family"),
+            "by_signal": precursor_rates(analysed, order, signal_name, "signal", first_levels),
+            "by_family": precursor_rates(analysed, order, family_of, "family", first_levels),
         },
         "top_down": top_down_rates(analysed, order),
         "collapse_floor": {
@@ -208,7 +210,7 @@ def summarize_sweep(entries: Sequence[SweepEntry], sweep_key: str, name: str) ->
         "concordance": {
             "by_signal": concordance_rows(items, signal_name, "signal", across_runs_only=False, keep_items=False),
             "by_family": concordance_rows(items, family_of, "family", across_runs_only=True, keep_items=True),
-            "by_family_difficulty": concordance_within_classes(items),
+            "by_family_difficulty": concordance_within_classes(items, first_levels),
         },
         "by_condition": condition_rows(analysed),
         "summaries": summary_rows(analysed),
@@ -299,11 +301,37 @@ def event_difficulty(entry: SweepEntry, event_metric: Any) -> str:
     return entry.level_classes.get(level, f"L{level}")
 
 
-def difficulty_sort_key(difficulty: str) -> tuple[int, tuple[int, ...], str]:
-    """Single levels first in order, then mixtures: ``L1, L2, L3, L1+2, L1+2+3``; a spec's own classes (no
-    level number) before them, by name."""
-    levels = tuple(int(part) for part in difficulty.removeprefix("L").split("+") if part.isdigit())
+_LEVEL_LABEL = re.compile(r"L(\d+(?:\+\d+)*)")
+
+
+def class_first_levels(entries: Sequence[SweepEntry]) -> dict[str, int]:
+    """Each difficulty class a spec names (``task.difficulty``), with the lowest level of the sweep's runs it
+    labels: ``{"easy": 1, "medium": 2, "hard": 3}``, what orders classes by difficulty rather than by name."""
+    first: dict[str, int] = {}
+    for entry in entries:
+        levels = [entry.level] if isinstance(entry.level, int) else list(entry.level)
+        labels = [(level, entry.level_classes.get(level)) for level in levels]
+        labels += [(min(levels, default=0), entry.difficulty)]  # a mixture's joined label ("easy+hard") too
+        for level, label in labels:
+            if label and not level_numbers(label):
+                first[label] = min(first.get(label, level), level)
+    return first
+
+
+def difficulty_sort_key(difficulty: str, first_levels: Mapping[str, int] | None = None) -> tuple[int, tuple[int, ...], str]:
+    """A spec's own classes first, by the lowest level each labels (``easy, medium, hard``: ``first_levels``,
+    from :func:`class_first_levels`; by name where unknown); then single levels in order, then mixtures:
+    ``L1, L2, L3, L1+2, L1+2+3``."""
+    levels = level_numbers(difficulty)
+    if not levels:
+        return (0, ((first_levels or {}).get(difficulty, 10**9),), difficulty)
     return (len(levels), levels, difficulty)
+
+
+def level_numbers(difficulty: str) -> tuple[int, ...]:
+    """The levels of a label made from levels (``L2`` -> (2,), ``L1+2`` -> (1, 2)); () for a class a spec names."""
+    match = _LEVEL_LABEL.fullmatch(difficulty)
+    return tuple(int(part) for part in match[1].split("+")) if match else ()
 
 
 def size_order(entries: Sequence[SweepEntry]) -> dict[str, tuple[float, int | None]]:
@@ -331,8 +359,10 @@ def precursor_rates(
     order: Mapping[str, tuple[float, int | None]],
     group: Callable[[str], str],
     label: str,
+    first_levels: Mapping[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Precursor rate per (signal or family, difficulty, size), with what makes it trustworthy.
+    """Precursor rate per (signal or family, difficulty, size), with what makes it trustworthy; difficulties in
+    order of ``first_levels`` (:func:`difficulty_sort_key`).
 
     One trial is one verdict: a signal (one layer of a family) against one emergence event of one run.
     ``n`` counts only trials whose event happened; a ``no_emergence`` verdict is shown in its own column
@@ -350,7 +380,7 @@ def precursor_rates(
             key = (group(str(verdict.get("signal"))), event_difficulty(entry, verdict.get("event_metric")), entry.size)
             cells[key].append((entry.run_key, verdict))
     rows = []
-    for key in sorted(cells, key=lambda k: (k[0], difficulty_sort_key(k[1]), size_sort_key(order, k[2]))):
+    for key in sorted(cells, key=lambda k: (k[0], difficulty_sort_key(k[1], first_levels), size_sort_key(order, k[2]))):
         name, difficulty, size = key
         members = cells[key]
         tally = Counter(str(verdict.get("verdict")) for _, verdict in members)
@@ -547,7 +577,9 @@ def summary_rows(entries: Sequence[SweepEntry]) -> list[dict[str, Any]]:
 # --- collapse floor ------------------------------------------------------------------------------
 
 
-def collapse_floors(entries: Sequence[SweepEntry], order: Mapping[str, tuple[float, int | None]]) -> list[dict[str, Any]]:
+def collapse_floors(
+    entries: Sequence[SweepEntry], order: Mapping[str, tuple[float, int | None]], first_levels: Mapping[str, int] | None = None
+) -> list[dict[str, Any]]:
     """Collapse floor per (task, difficulty, signal) and size, and its coefficient of variation across sizes.
 
     Per size: the mean floor over the runs of that size (seeds), with the sample standard deviation
@@ -571,7 +603,7 @@ def collapse_floors(entries: Sequence[SweepEntry], order: Mapping[str, tuple[flo
 
     def primary_first(key: tuple[str, str, str]) -> tuple[Any, ...]:
         task, difficulty, signal = key
-        return (task, difficulty_sort_key(difficulty), signal != PRIMARY_SIGNAL, signal)
+        return (task, difficulty_sort_key(difficulty, first_levels), signal != PRIMARY_SIGNAL, signal)
 
     rows = []
     for task, difficulty, signal in sorted(floors, key=primary_first):
@@ -707,12 +739,12 @@ def concordance_rows(
     return rows
 
 
-def concordance_within_classes(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def concordance_within_classes(items: Sequence[dict[str, Any]], first_levels: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
     """Concordance per family within each difficulty class: whether onsets order the events among runs of one
     class (the anatomy study's within-class figure), where a sweep across classes could be concordant only
     because hard tasks both change and emerge later."""
     rows = []
-    for difficulty in sorted({item["difficulty"] for item in items}, key=difficulty_sort_key):
+    for difficulty in sorted({item["difficulty"] for item in items}, key=lambda d: difficulty_sort_key(d, first_levels)):
         members = [item for item in items if item["difficulty"] == difficulty]
         rows += [{"difficulty": difficulty, **row} for row in concordance_rows(members, family_of, "family", True, False)]
     return rows

@@ -504,7 +504,8 @@ def _difficulty_size_columns(summary: Mapping[str, Any], rows: Sequence[Mapping[
     """(difficulty, size) pairs: difficulties in level order, sizes by parameter count (the summary's order)."""
     size_rank = {str(s.get("size")): k for k, s in enumerate(summary.get("sizes") or [])}
     pairs = {(str(r.get("difficulty")), str(r.get("size"))) for r in rows}
-    return sorted(pairs, key=lambda pair: (difficulty_sort_key(pair[0]), size_rank.get(pair[1], len(size_rank)), pair[1]))
+    first_levels = summary.get("difficulty_levels") or {}
+    return sorted(pairs, key=lambda pair: (difficulty_sort_key(pair[0], first_levels), size_rank.get(pair[1], len(size_rank)), pair[1]))
 
 
 def _floor_lines(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

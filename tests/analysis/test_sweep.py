@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from emergence.analysis.sweep import (
     SweepEntry,
     coefficient_of_variation,
     difficulty_label,
+    difficulty_sort_key,
     kendall,
     pair_counts,
     size_label,
@@ -314,6 +316,21 @@ def test_concordance_within_a_class_can_fail_where_across_classes_it_holds():
     assert (overall["concordant"], overall["discordant"]) == (4, 2)
     within = concordance["by_family_difficulty"]
     assert [(r["difficulty"], r["concordant"], r["discordant"], r["concordance"]) for r in within] == [("L1", 0, 1, 0.0), ("L3", 0, 1, 0.0)]
+
+
+def test_named_classes_are_shown_in_the_order_of_their_levels_not_their_names():
+    # easy, medium, hard: alphabetically easy, hard, medium, which every table and plot showed before.
+    signal = f"{RANKME}/L0"
+    classes = {1: "easy", 2: "medium", 3: "hard"}
+    entries = []
+    for level in (3, 1, 2):
+        named = replace(entry(f"r{level}", [verdict(signal, 100 * level, 10)], level=level, event_step=100 * level), level_classes=classes)
+        entries.append(replace(named, difficulty=difficulty_label(level, classes)))
+    summary = summarize_sweep(entries, "key", "demo")
+    assert summary["difficulty_levels"] == {"easy": 1, "medium": 2, "hard": 3}
+    assert [r["difficulty"] for r in summary["precursor_rate"]["by_family"]] == ["easy", "medium", "hard"]
+    assert difficulty_sort_key("Large") < difficulty_sort_key("L1")  # a class named with an L is still a name
+    assert sorted(["L1+2", "hard", "L2", "easy"], key=lambda d: difficulty_sort_key(d, summary["difficulty_levels"])) == ["easy", "hard", "L2", "L1+2"]
 
 
 def test_the_readme_tables_pool_sizes_per_class(tmp_path, capsys):
