@@ -139,9 +139,12 @@ def _sweep_header(summary: Mapping[str, Any]) -> str:
     return "<header>\n" + "\n".join(parts) + "\n</header>"
 
 
-def _run_link(run_key: Any, text: Any) -> Markup:
+def _run_link(run_key: Any, name: Any) -> Markup:
+    """The run's key, linked to its report, with its name on hover: a grid's names spell out every grid value
+    (``anatomy[task(name=copy,level=1),model(...)]``), which the grid point column already shows, and at full
+    length they pushed the table off the page."""
     href = RUN_REPORT_FROM_SWEEP.format(run_key=run_key)
-    return Markup(f'<a href="{esc(href)}">{esc(text)}</a>')
+    return Markup(f'<a href="{esc(href)}" title="{esc(name)}"><code>{esc(run_key)}</code></a>')
 
 
 def _sweep_runs_table(summary: Mapping[str, Any]) -> str:

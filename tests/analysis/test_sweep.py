@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from dataclasses import replace
@@ -281,6 +282,7 @@ def test_a_sweep_of_tiny_runs_writes_its_summary_and_report(tiny_raw, write_spec
     page = (sweep_dir / "report.html").read_text()
     for run in runs:
         assert f'href="../../{run.run_key}/report.html"' in page
+        assert f'title="{html.escape(run.display_name)}"><code>{run.run_key}</code></a>' in page  # the key shown, the name on hover
         assert (sweep_dir / "../.." / run.run_key / "report.html").resolve().is_file()
 
     # Run again: both runs are read back, not retrained, and the summary still counts their verdicts.
