@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
+from emergence.analysis.concordance import kendall, pair_counts
 from emergence.analysis.sweep import (
     PRIMARY_SIGNAL,
     SweepEntry,
     coefficient_of_variation,
     difficulty_label,
     difficulty_sort_key,
-    kendall,
-    pair_counts,
     size_label,
     summarize_sweep,
     sweep_entries,
@@ -235,13 +234,13 @@ def test_restricted_tau_is_scipys_tau_b_when_every_pair_counts():
 
 
 def test_pair_counts_do_not_depend_on_the_block_size(monkeypatch):
-    import emergence.analysis.sweep as sweep
+    import emergence.analysis.concordance as concordance
 
     rng = np.random.default_rng(0)
     onsets, events = rng.integers(0, 20, 300).astype(float), rng.integers(0, 20, 300).astype(float)
     runs = rng.integers(0, 40, 300).astype(str)
     whole = pair_counts(onsets, events, runs)
-    monkeypatch.setattr(sweep, "PAIR_BLOCK_ROWS", 7)
+    monkeypatch.setattr(concordance, "PAIR_BLOCK_ROWS", 7)
     assert pair_counts(onsets, events, runs) == whole
     assert whole["pairs"] == sum(runs[i] != runs[j] for i in range(300) for j in range(i + 1, 300))
 
