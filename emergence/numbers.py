@@ -90,22 +90,18 @@ class NoTrueOrFalseForNumbers(BaseModel):
     @classmethod
     def _no_true_or_false_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
-        if isinstance(value, bool) and field is not None and not takes_true_or_false(field.annotation):
-            raise ValueError(f"Input should be {wanted_instead_of_a_bool(field.annotation)}, not true or false")
-        return value
+        if not isinstance(value, bool) or field is None:
+            return value
+        types = types_in(field.annotation)
+        if bool in types or Any in types:
+            return value
+        wanted = "a whole number" if int in types else "a number" if float in types else "a value of its own kind (a number, name or section)"
+        raise ValueError(f"Input should be {wanted}, not true or false")
 
 
-def wanted_instead_of_a_bool(annotation: Any) -> str:
-    text = str(annotation)
-    if "int" in text:
-        return "a whole number"
-    if "float" in text:
-        return "a number"
-    return "a value of its own kind (a number, name or section)"
-
-
-def takes_true_or_false(annotation: Any) -> bool:
-    """Whether a field of this type accepts a bool as itself: bool, Any, or a union or Annotated with one."""
-    if annotation is bool or annotation is Any:
-        return True
-    return any(takes_true_or_false(arg) for arg in get_args(annotation) if not isinstance(arg, str | int | float) or arg is bool)
+def types_in(annotation: Any) -> set[Any]:
+    """The types a field's annotation is made of, through unions, ``Annotated`` and generics (``int | None`` ->
+    {int, NoneType}; ``dict[str, Any]`` -> {str, Any}); a ``Literal``'s values are not types."""
+    if isinstance(annotation, type) or annotation is Any:
+        return {annotation}
+    return set().union(*(types_in(arg) for arg in get_args(annotation)))
