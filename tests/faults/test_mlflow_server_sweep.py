@@ -129,17 +129,17 @@ def assert_sweep_in_mlflow(
     return lost, duplicated
 
 
-def start_sweep(tmp_path: Path, server_uri: str, experiment: str) -> tuple[list[RunSpec], subprocess.Popen[bytes], Path]:
+def start_sweep(tmp_path: Path, server_uri: str, experiment: str) -> tuple[list[RunSpec], list[Path], subprocess.Popen[bytes], Path]:
+    """The sweep's ``emergence run`` in a process group of its own; its runs, their directories, the process, its log."""
     spec_path = write_spec(tmp_path / "spec.yaml", sweep_spec(tmp_path, server_uri, experiment))
     runs = resolve(str(spec_path))
     log = tmp_path / "sweep.log"
-    return runs, start_run(spec_path, log, new_session=True), log
+    return runs, [run_directory(run) for run in runs], start_run(spec_path, log, new_session=True), log
 
 
 def test_mlflow_server_killed_mid_sweep_and_restarted_before_its_end(tmp_path, reference, seed_one_reference, mlflow_server):
     server, experiment = mlflow_server, "sweep-restart"
-    runs, process, log = start_sweep(tmp_path, server.uri, experiment)
-    run_dirs = [run_directory(run) for run in runs]
+    runs, run_dirs, process, log = start_sweep(tmp_path, server.uri, experiment)
     try:
         wait_for(lambda: all((last_value_step(d) or -1) >= 4 for d in run_dirs), process, "both runs measured at step 4")
         kill_server(server)
@@ -159,8 +159,7 @@ def test_mlflow_server_killed_mid_sweep_and_restarted_before_its_end(tmp_path, r
 
 def test_mlflow_server_away_at_the_sweeps_end_then_emergence_sync(tmp_path, reference, seed_one_reference, mlflow_server):
     server, experiment = mlflow_server, "sweep-away"
-    runs, process, log = start_sweep(tmp_path, server.uri, experiment)
-    run_dirs = [run_directory(run) for run in runs]
+    runs, run_dirs, process, log = start_sweep(tmp_path, server.uri, experiment)
     try:
         wait_for(lambda: all((last_value_step(d) or -1) >= 4 for d in run_dirs), process, "both runs measured at step 4")
         kill_server(server)
