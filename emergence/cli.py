@@ -163,7 +163,8 @@ def _print_trackers_behind(outcomes: list, summary_dir: Path | None) -> None:
     for outcome in outcomes:
         for backend in (read_status(outcome.run_dir) or {}).get("trackers_behind") or {}:
             behind[backend] = behind.get(backend, 0) + 1
-    sweep_behind = (read_status(summary_dir) or {}).get("trackers_behind") or {} if summary_dir is not None else {}
+    sweep_status = read_status(summary_dir) if summary_dir is not None else None
+    sweep_behind = (sweep_status or {}).get("trackers_behind") or {}
     if not behind and not sweep_behind:
         return
     what = {backend: [f"{n} run(s)"] for backend, n in behind.items()}
