@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +329,20 @@ def assert_same_mlflow_history(
         return {key: value for key, value in found.data.params.items() if not key.startswith(unlike_params)}
 
     assert params(run) == params(reference)
+
+
+def finished_sweep_parent(tracking_uri: str, experiment: str, runs: Sequence[Any]) -> Any:
+    """The sweep's one parent run in MLflow, asserted FINISHED with exactly ``runs`` (their run keys) nested under it."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    sweep = f"tags.`emergence.sweep` = '{runs[0].sweep_key}'"
+    (parent,) = client.search_runs([experiment_id], filter_string=f"{sweep} and tags.`emergence.sweep_parent` = 'true'")
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(child.data.tags["emergence.run_key"] for child in children) == sorted(run.run_key for run in runs)
+    return parent
 
 
 def mlflow_lost_and_duplicated(tracking_uri: str, run_key: str, run_dir: Path, experiment: str = SPEC_NAME) -> tuple[int, int]:

@@ -40,6 +40,7 @@ from tests.faults.harness import (
     assert_same_mlflow_history,
     emergence_command,
     fault_spec,
+    finished_sweep_parent,
     last_value_step,
     mlflow_lost_and_duplicated,
     mlflow_tracking,
@@ -108,13 +109,8 @@ def assert_sweep_in_mlflow(
         lost, duplicated = lost + counted[0], duplicated + counted[1]
 
     client = MlflowClient(tracking_uri)
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    sweep = f"tags.`emergence.sweep` = '{runs[0].sweep_key}'"
-    (parent,) = client.search_runs([experiment_id], filter_string=f"{sweep} and tags.`emergence.sweep_parent` = 'true'")
-    assert parent.info.status == "FINISHED"
+    parent = finished_sweep_parent(tracking_uri, experiment, runs)
     assert parent.data.tags["emergence.sweep_size"] == "2"
-    children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert sorted(child.data.tags["emergence.run_key"] for child in children) == sorted(run.run_key for run in runs)
 
     directory = sweep_directory(runs)
     expected = {legal_name(SUMMARY_METRIC_PREFIX + key): value for key, value in summary_values(read_json(directory / "sweep.json")).items()}

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from emergence.orchestrate import execute, sweep_directory
 from emergence.rundir import run_directory
@@ -38,6 +37,7 @@ from tests.faults.harness import (
     count_lost_and_duplicated,
     events,
     fault_spec,
+    finished_sweep_parent,
     last_value_step,
     mlflow_lost_and_duplicated,
     mlflow_tracking,
@@ -171,13 +171,7 @@ def test_a_ray_sweep_survives_a_killed_worker_and_a_killed_driver(tmp_path, refe
             lost, duplicated = lost + counted[0], duplicated + counted[1]
     assert (lost, duplicated) == (0, 0)
     assert read_json(sweep_directory(runs) / "sweep.json")
-    client = MlflowClient(tracking_uri)
-    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
-    sweep = f"tags.`emergence.sweep` = '{runs[0].sweep_key}'"
-    (parent,) = client.search_runs([experiment_id], filter_string=f"{sweep} and tags.`emergence.sweep_parent` = 'true'")
-    assert parent.info.status == "FINISHED"
-    children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert sorted(run.data.tags["emergence.run_key"] for run in children) == sorted(run.run_key for run in runs)
+    finished_sweep_parent(tracking_uri, EXPERIMENT, runs)
     record_fault(
         "Ray sweep (2 runs): a worker SIGKILLed mid-run, then the driver (`emergence run`) SIGKILLed; rerun",
         2, 2, lost, duplicated, resumed_after[0] if resumed_after else None,
